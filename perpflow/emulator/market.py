@@ -1,0 +1,258 @@
+"""Deterministic synthetic market: instruments, prices and funding, independent of any venue format.
+
+Everything here is a pure function of ``(seed, venue name, instrument, time)``, so two emulators
+built with the same arguments answer every request identically, whatever order the requests come
+in. Units: prices in quote currency, funding rates as a fraction per funding interval, times in
+UTC epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+PERPETUAL = "perpetual"
+FUTURE = "future"
+TRADING = "trading"
+PRELAUNCH = "prelaunch"
+
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+# Value-noise octaves for the price path: knot spacing 1 min * 4**j (1 min .. ~11 days).
+_OCTAVE_PERIODS_MS = tuple(60_000 * 4**j for j in range(8))
+_DAILY_VOL = 0.03
+_OCTAVE_AMPLITUDES = tuple(_DAILY_VOL * math.sqrt(p / DAY_MS) for p in _OCTAVE_PERIODS_MS)
+_MAJORS = {"BTC": (65_000.0, 2.0e10), "ETH": (3_200.0, 1.0e10)}  # reference price, 24h quote volume
+
+
+def mix(x: int) -> int:
+    """SplitMix64 finaliser: a fast, well-spread 64-bit hash of an integer."""
+    x = (x + _GOLDEN) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def unit(key: int, *salts: int) -> float:
+    """Uniform float in [0, 1) determined by ``key`` and integer ``salts``."""
+    for salt in salts:
+        key = mix(key ^ (salt * _GOLDEN & _MASK))
+    return mix(key) / 2.0**64
+
+
+def stable_key(*parts: object) -> int:
+    """64-bit key from the text of ``parts`` (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """A non-default instrument a venue format adds to its list (see ``formats``).
+
+    ``kind`` is ``"perpetual"`` or ``"future"`` (a dated future expiring at the next quarterly
+    expiry); ``status`` is ``"trading"`` or ``"prelaunch"``.
+    """
+
+    base: str
+    quote: str
+    settle: str
+    kind: str = PERPETUAL
+    status: str = TRADING
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One generated instrument.
+
+    ``price_decimals`` is the number of decimals of the tick (tick = 10**-price_decimals quote);
+    ``interval_h`` is the funding interval in hours (``None`` for dated futures); ``listed_ms`` and
+    ``expiry_ms`` are UTC ms; ``quote_volume`` is a typical 24h turnover in quote currency;
+    ``key`` seeds every random quantity of the instrument (``octave_keys`` are derived from it
+    once, for speed, to draw its price path).
+    """
+
+    base: str
+    quote: str
+    settle: str
+    kind: str
+    status: str
+    expiry_ms: int | None
+    interval_h: int | None
+    listed_ms: int
+    ref_price: float
+    price_decimals: int
+    qty_decimals: int
+    quote_volume: float
+    key: int
+    octave_keys: tuple[int, ...]
+
+    @property
+    def linear(self) -> bool:
+        """True when the contract settles in its quote currency."""
+        return self.settle == self.quote
+
+    @property
+    def inverse(self) -> bool:
+        """True when the contract settles in its base currency."""
+        return self.settle == self.base
+
+    @property
+    def is_usdt_perpetual(self) -> bool:
+        """True for a trading linear USDT-margined perpetual (the bulk of a generated venue)."""
+        return self.kind == PERPETUAL and self.quote == self.settle == "USDT" and self.status == TRADING
+
+    @property
+    def symbol(self) -> str:
+        """ccxt's unified symbol, e.g. ``BTC/USDT:USDT`` or ``BTC/USDT:USDT-260327``."""
+        symbol = f"{self.base}/{self.quote}:{self.settle}"
+        if self.expiry_ms is not None:
+            symbol += "-" + datetime.fromtimestamp(self.expiry_ms / 1000, UTC).strftime("%y%m%d")
+        return symbol
+
+    @property
+    def interval_ms(self) -> int | None:
+        """Funding interval in ms, ``None`` for dated futures."""
+        return None if self.interval_h is None else self.interval_h * HOUR_MS
+
+
+def synthetic_base(index: int) -> str:
+    """Base currency of the ``index``-th synthetic perpetual: ``C001``, ``C002``, ..."""
+    return f"C{index:03d}"
+
+
+def floor_to(t_ms: int, step_ms: int) -> int:
+    """Largest multiple of ``step_ms`` that is <= ``t_ms`` (UTC-aligned grid)."""
+    return t_ms - t_ms % step_ms
+
+
+def next_quarterly_expiry(now_ms: int) -> int:
+    """The next quarterly expiry (last Friday of Mar/Jun/Sep/Dec, 08:00 UTC) at least 7 days away."""
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    year, month = now.year, now.month
+    while True:
+        if month % 3 == 0:
+            last_day = datetime(year + month // 12, month % 12 + 1, 1, 8, tzinfo=UTC) - timedelta(days=1)
+            expiry = last_day - timedelta(days=(last_day.weekday() - 4) % 7)
+            if expiry - now >= timedelta(days=7):
+                return int(expiry.timestamp() * 1000)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+class SyntheticMarket:
+    """The instruments of one generated venue and their deterministic prices and funding.
+
+    ``perpetuals`` linear USDT perpetuals (BTC, ETH, then ``C001``...) come first, then ``extras``.
+    ``listed_ms`` is when every instrument was listed (its funding history starts at the first
+    interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
+    ``funding_cap`` bounds |funding rate| per interval. Raises ``ValueError`` for
+    ``perpetuals < 1``.
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        perpetuals: int,
+        extras: tuple[InstrumentSpec, ...],
+        seed: int,
+        listed_ms: int,
+        created_ms: int,
+        funding_cap: float,
+    ) -> None:
+        if perpetuals < 1:
+            raise ValueError(f"symbols: need at least 1 perpetual, got {perpetuals}")
+        self.venue = venue
+        self.seed = seed
+        self.listed_ms = listed_ms
+        self.funding_cap = funding_cap
+        bases = ["BTC", "ETH"][:perpetuals] + [synthetic_base(i) for i in range(1, perpetuals - 1)]
+        specs = [InstrumentSpec(base, "USDT", "USDT") for base in bases] + list(extras)
+        expiry = next_quarterly_expiry(created_ms)
+        self.instruments: tuple[Instrument, ...] = tuple(
+            self._build(spec, expiry) for spec in specs
+        )
+
+    def _build(self, spec: InstrumentSpec, expiry: int) -> Instrument:
+        key = stable_key(self.seed, self.venue, spec.base, spec.quote, spec.settle, spec.kind)
+        if spec.base in _MAJORS:
+            ref_price, volume = _MAJORS[spec.base]
+        else:
+            ref_price = 10 ** (-3 + 6 * unit(key, 1))
+            volume = 10 ** (5 + 4 * unit(key, 2))
+        draw = unit(key, 3)
+        interval = 8 if spec.base in _MAJORS or draw < 0.75 else (4 if draw < 0.9 else 1)
+        magnitude = math.floor(math.log10(ref_price))
+        return Instrument(
+            base=spec.base,
+            quote=spec.quote,
+            settle=spec.settle,
+            kind=spec.kind,
+            status=spec.status,
+            expiry_ms=expiry if spec.kind == FUTURE else None,
+            interval_h=interval if spec.kind == PERPETUAL else None,
+            listed_ms=self.listed_ms,
+            ref_price=ref_price,
+            price_decimals=min(8, max(0, 4 - magnitude)),
+            qty_decimals=min(3, max(0, magnitude - 1)),
+            quote_volume=volume,
+            key=key,
+            octave_keys=tuple(mix(key ^ (octave + 1) * _GOLDEN & _MASK) for octave in range(8)),
+        )
+
+    @staticmethod
+    def price(inst: Instrument, t_ms: int) -> float:
+        """Last-trade price (quote currency) at ``t_ms``: the reference price times a smooth
+        multi-scale noise path (about 3% daily volatility), continuous in time."""
+        log_move = 0.0
+        for octave_key, period, amplitude in zip(
+            inst.octave_keys, _OCTAVE_PERIODS_MS, _OCTAVE_AMPLITUDES
+        ):
+            knot, rest = divmod(t_ms, period)
+            frac = rest / period
+            frac = frac * frac * (3.0 - 2.0 * frac)
+            left = mix(octave_key ^ knot)
+            right = mix(octave_key ^ (knot + 1))
+            log_move += amplitude * (2.0 * (left + (right - left) * frac) / 2.0**64 - 1.0)
+        return inst.ref_price * math.exp(log_move)
+
+    def funding_rate(self, inst: Instrument, settle_ms: int) -> float:
+        """Funding rate (fraction per interval) settled at ``settle_ms``, rounded to 1e-8.
+
+        About 40% of settlements pay the venue's default rate (0.01% per 8h, scaled to the
+        interval); the rest scatter around it with |rate| mostly < 0.0005, with a rare fat tail,
+        always within ``funding_cap``.
+        """
+        assert inst.interval_h is not None, f"{inst.symbol} has no funding"
+        scale = inst.interval_h / 8
+        default = 0.0001 * scale
+        draw = unit(inst.key, 11, settle_ms)
+        if draw < 0.4:
+            return round(default, 8)
+        bias = (unit(inst.key, 12) - 0.4) * 0.0003
+        noise = (unit(inst.key, 13, settle_ms) + unit(inst.key, 14, settle_ms) - 1.0) * 0.0004
+        if draw > 0.985:
+            noise *= 8
+        rate = default + (bias + noise) * math.sqrt(scale)
+        return round(max(-self.funding_cap, min(self.funding_cap, rate)), 8)
+
+    @staticmethod
+    def first_settlement_ms(inst: Instrument) -> int:
+        """First funding settlement: the first interval boundary at or after the listing."""
+        step = inst.interval_ms
+        assert step is not None, f"{inst.symbol} has no funding"
+        return -(-inst.listed_ms // step) * step
+
+    @staticmethod
+    def next_funding_ms(inst: Instrument, now_ms: int) -> int:
+        """Next settlement strictly after ``now_ms`` on the UTC-aligned interval grid."""
+        step = inst.interval_ms
+        assert step is not None, f"{inst.symbol} has no funding"
+        return floor_to(now_ms, step) + step
+
+    def current_funding_rate(self, inst: Instrument, now_ms: int) -> float:
+        """The rate shown now for the upcoming settlement: exactly what will be settled then."""
+        return self.funding_rate(inst, self.next_funding_ms(inst, now_ms))

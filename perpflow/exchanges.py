@@ -1,0 +1,379 @@
+"""ccxt async exchange factory: one configured client per venue, API base-URL override.
+
+Everything that talks to an exchange goes through a ccxt ``async_support`` client built here, so
+that ccxt's unified API and its rate limiter are the only exchange client the project has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import fnmatch
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt
+import ccxt.async_support as ccxt_async
+
+from perpflow.settings import ExchangeConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What one ccxt venue needs beyond the unified API: data, not code branches.
+
+    - ``ccxt_config``: constructor defaults (e.g. which market types ``load_markets`` fetches).
+    - ``bid_ask_method``: ccxt method that adds bid/ask when ``fetch_tickers`` lacks them
+      (binance USD-M's ``/fapi/v1/ticker/24hr`` has no book prices; ``fetch_bids_asks`` does).
+    - ``funding_intervals_method``: ccxt method giving per-symbol funding intervals when the
+      funding-rate endpoint does not (binance ``/fapi/v1/fundingInfo``); symbols it omits use
+      ``default_interval_hours``.
+    - ``history_page_limit``: the venue's page cap for ``fetch_funding_rate_history``.
+    - ``history_until_param`` / ``history_until_exclusive``: how an upper time bound is passed to
+      ``fetch_funding_rate_history`` (ccxt's unified ``until``, or okx's raw ``after``, which is
+      exclusive).
+    """
+
+    ccxt_config: dict[str, Any]
+    bid_ask_method: str | None = None
+    funding_intervals_method: str | None = None
+    default_interval_hours: float | None = None
+    history_page_limit: int = 100
+    history_until_param: str = "until"
+    history_until_exclusive: bool = False
+
+
+CAPABILITIES: dict[str, Capability] = {
+    "binanceusdm": Capability(
+        ccxt_config={"options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False}},
+        bid_ask_method="fetch_bids_asks",
+        funding_intervals_method="fetch_funding_intervals",
+        default_interval_hours=8,
+        history_page_limit=1000,
+    ),
+    "bybit": Capability(
+        ccxt_config={"options": {"fetchMarkets": {"types": ["linear"]}}},
+        history_page_limit=200,
+    ),
+    "okx": Capability(
+        ccxt_config={"options": {"fetchMarkets": {"types": ["swap"]}}},
+        history_page_limit=100,
+        history_until_param="after",
+        history_until_exclusive=True,
+    ),
+}
+GENERIC_CAPABILITY = Capability(ccxt_config={})
+
+
+def capability(exchange_id: str) -> Capability:
+    """The capability entry for a ccxt id (a conservative generic entry for unlisted venues)."""
+    return CAPABILITIES.get(exchange_id, GENERIC_CAPABILITY)
+
+
+class ExchangeError(Exception):
+    """A venue call failed; raised once, at the exchange boundary, from a ccxt error.
+
+    ``venue`` is the venue label, ``call`` the ccxt method, ``transient`` whether a retry may
+    succeed (ccxt's NetworkError family: RequestTimeout, ExchangeNotAvailable, DDoSProtection,
+    RateLimitExceeded). The message never contains credentials.
+    """
+
+    transient = False
+
+    def __init__(self, venue: str, call: str, cause: BaseException):
+        self.venue, self.call = venue, call
+        super().__init__(f"{venue} {call}: {type(cause).__name__}: {str(cause)[:500]}")
+
+
+class TransientExchangeError(ExchangeError):
+    """A venue call failed in a way that a later retry may not (timeouts, 5xx, 429)."""
+
+    transient = True
+
+
+class PermanentExchangeError(ExchangeError):
+    """A venue call failed in a way a retry will not fix (bad symbol, auth, bad request)."""
+
+
+async def call(venue: str, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
+    """Await ``fn(*args, **kw)`` (a ccxt method) and translate ccxt errors into ExchangeError."""
+    try:
+        return await fn(*args, **kw)
+    except ccxt.NetworkError as exc:
+        raise TransientExchangeError(venue, name, exc) from exc
+    except ccxt.BaseError as exc:
+        raise PermanentExchangeError(venue, name, exc) from exc
+
+
+def rewrite_api_urls(api: Any, base_url: str) -> Any:
+    """Point every entry of a ccxt ``urls['api']`` tree at ``base_url``, keeping each path.
+
+    ``api`` is ccxt's ``exchange.urls['api']`` (a URL string or a nested dict of them, possibly
+    with ccxt's ``{hostname}`` placeholder). Scheme and host of every URL are replaced by those of
+    ``base_url`` and ``base_url``'s path is put in front of the original path, e.g. with
+    ``base_url='http://127.0.0.1:8765/binanceusdm'``:
+    ``'https://fapi.binance.com/fapi/v1'`` -> ``'http://127.0.0.1:8765/binanceusdm/fapi/v1'``.
+    This is how a proxy, a testnet mirror or the local emulator is reached with unmodified ccxt.
+
+    Raises ``ValueError`` (naming the value) when ``base_url`` is not an absolute http(s) URL.
+    """
+    base = urlsplit(base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ValueError(f"api_url: expected an absolute http(s) URL, got {base_url!r}")
+    prefix = f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}"
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: rewrite(item) for key, item in value.items()}
+        if isinstance(value, str):
+            path = urlsplit(value.replace("{hostname}", "host.invalid")).path
+            return prefix + path.rstrip("/")
+        return value
+
+    return rewrite(api)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of two ccxt config dicts (``extra`` wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
+    """A new ccxt async client for ``venue`` (rate limiter on; caller must ``close()`` it).
+
+    Config is the venue capability's defaults, then ``venue.ccxt_config``, then credentials;
+    with ``venue.api_url`` every ``urls['api']`` entry is rewritten to it.
+    """
+    config = _merge({"enableRateLimit": True}, capability(venue.id).ccxt_config)
+    config = _merge(config, venue.ccxt_config)
+    if venue.api_key is not None:
+        config["apiKey"] = venue.api_key.get_secret_value()
+    if venue.secret is not None:
+        config["secret"] = venue.secret.get_secret_value()
+    client = getattr(ccxt_async, venue.id)(config)
+    if venue.api_url:
+        client.urls["api"] = rewrite_api_urls(client.urls["api"], venue.api_url)
+    return client
+
+
+class ExchangePool:
+    """One ccxt client per venue for the duration of a flow run, all closed at the end.
+
+    ``async with ExchangePool():`` makes the pool current (a context variable) for the code and
+    the Prefect tasks awaited inside it; ``exchange_client`` then hands out the pooled client.
+    """
+
+    _current: contextvars.ContextVar[ExchangePool | None] = contextvars.ContextVar(
+        "perpflow_exchange_pool", default=None
+    )
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, asyncio.AbstractEventLoop], ccxt_async.Exchange] = {}
+
+    def client(self, venue: ExchangeConfig) -> ccxt_async.Exchange:
+        """The pooled client for ``venue`` on the running event loop (created on first use)."""
+        key = (venue.model_dump_json(), asyncio.get_running_loop())
+        if key not in self._clients:
+            self._clients[key] = build_client(venue)
+        return self._clients[key]
+
+    async def __aenter__(self) -> ExchangePool:
+        self._token = self._current.set(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._current.reset(self._token)
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(client.close() for client in clients))
+
+
+@asynccontextmanager
+async def exchange_client(venue: ExchangeConfig) -> AsyncIterator[ccxt_async.Exchange]:
+    """The current run's pooled client for ``venue``, or a private one closed on exit."""
+    pool = ExchangePool._current.get()
+    if pool is not None:
+        yield pool.client(venue)
+        return
+    client = build_client(venue)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def is_linear_perpetual(market: dict[str, Any]) -> bool:
+    """True for an active linear perpetual swap (settled in its quote currency).
+
+    A market whose ``linear`` flag ccxt could not set (the venue's list lacks a category) counts
+    as linear when it is not inverse and its settle currency equals its quote currency.
+    """
+    if not market.get("swap") or market.get("active") is False:
+        return False
+    if market.get("linear"):
+        return True
+    return market.get("inverse") is not True and market.get("settle") == market.get("quote")
+
+
+def select_markets(markets: dict[str, dict[str, Any]], patterns: tuple[str, ...]) -> dict[str, dict]:
+    """The linear perpetuals of ``markets`` (ccxt ``exchange.markets``) matching ``patterns``.
+
+    ``patterns`` are fnmatch patterns on unified symbols; empty selects all. Returns
+    ``{symbol: market}`` sorted by symbol.
+    """
+    chosen = {
+        symbol: market
+        for symbol, market in markets.items()
+        if is_linear_perpetual(market)
+        and (not patterns or any(fnmatch.fnmatchcase(symbol, p) for p in patterns))
+    }
+    return dict(sorted(chosen.items()))
+
+
+async def load_perpetuals(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
+    """Load ``venue``'s markets (ccxt ``load_markets``) and return its selected linear perpetuals.
+
+    Returns ``{symbol: ccxt market dict}``. Raises ExchangeError.
+    """
+    async with exchange_client(venue) as client:
+        markets = await call(venue.label, "load_markets", client.load_markets)
+    return select_markets(markets, venue.symbols)
+
+
+def _use_single(symbols: list[str], per_symbol_max: int) -> bool:
+    return 0 < len(symbols) <= per_symbol_max
+
+
+async def _per_symbol(venue: str, name: str, fn: Callable[..., Awaitable[dict]], symbols: list[str]):
+    results = await asyncio.gather(*(call(venue, name, fn, symbol) for symbol in symbols))
+    return {symbol: item for symbol, item in zip(symbols, results, strict=True)}
+
+
+def _with_markets(client: ccxt_async.Exchange, markets: dict[str, dict[str, Any]]) -> None:
+    """Give a client the markets loaded (and cached) earlier so that ccxt does not reload them."""
+    if not client.markets:
+        client.set_markets(markets)
+
+
+def now_ms() -> int:
+    """The current UTC time in milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+async def fetch_tickers(
+    venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Fetch tickers for the selected ``markets`` (``{symbol: ccxt market}``).
+
+    Uses ccxt ``fetch_tickers`` (``fetch_ticker`` per symbol for lists of at most
+    ``per_symbol_max``), then fills bid/ask from the capability's ``bid_ask_method`` when set.
+    Returns ``({symbol: ccxt unified ticker}, received_ms)``: prices in quote currency,
+    ``timestamp`` in UTC ms or None when the venue gives none; ``received_ms`` is the UTC ms
+    receipt time. Raises ExchangeError.
+    """
+    cap, symbols = capability(venue.id), list(markets)
+    async with exchange_client(venue) as client:
+        _with_markets(client, markets)
+        if _use_single(symbols, per_symbol_max):
+            tickers = await _per_symbol(venue.label, "fetch_ticker", client.fetch_ticker, symbols)
+        else:
+            tickers = await call(venue.label, "fetch_tickers", client.fetch_tickers, symbols)
+        if cap.bid_ask_method:
+            method = getattr(client, cap.bid_ask_method)
+            books = await call(venue.label, cap.bid_ask_method, method, symbols)
+            for symbol, ticker in tickers.items():
+                book = books.get(symbol) or {}
+                for field in ("bid", "ask", "bidVolume", "askVolume"):
+                    if ticker.get(field) is None:
+                        ticker[field] = book.get(field)
+    return tickers, now_ms()
+
+
+async def fetch_funding_rates(
+    venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Fetch current (and, where given, predicted) funding rates for the selected ``markets``.
+
+    Uses ccxt ``fetch_funding_rates`` (``fetch_funding_rate`` per symbol for short lists or when
+    the venue has no bulk call); where the capability names a ``funding_intervals_method`` the
+    ``interval`` field (e.g. ``'8h'``) is filled from it (``default_interval_hours`` for symbols it
+    omits). Returns ``({symbol: ccxt funding-rate dict}, received_ms)`` with ``fundingRate`` as a
+    fraction per funding interval and timestamps in UTC ms. Raises ExchangeError.
+    """
+    cap, symbols = capability(venue.id), list(markets)
+    async with exchange_client(venue) as client:
+        _with_markets(client, markets)
+        if _use_single(symbols, per_symbol_max) or not client.has.get("fetchFundingRates"):
+            rates = await _per_symbol(
+                venue.label, "fetch_funding_rate", client.fetch_funding_rate, symbols
+            )
+        else:
+            rates = await call(
+                venue.label, "fetch_funding_rates", client.fetch_funding_rates, symbols
+            )
+        if cap.funding_intervals_method:
+            method = getattr(client, cap.funding_intervals_method)
+            intervals = await call(venue.label, cap.funding_intervals_method, method, symbols)
+            default = f"{cap.default_interval_hours:g}h" if cap.default_interval_hours else None
+            for symbol, rate in rates.items():
+                if rate.get("interval") is None:
+                    rate["interval"] = (intervals.get(symbol) or {}).get("interval") or default
+    return rates, now_ms()
+
+
+async def fetch_funding_history(
+    venue: ExchangeConfig,
+    markets: dict[str, dict[str, Any]],
+    symbol: str,
+    since_ms: int,
+    until_ms: int,
+    interval_ms: int,
+) -> list[dict[str, Any]]:
+    """Fetch every realized funding settlement of ``symbol`` in ``[since_ms, until_ms]``.
+
+    Pages forward with ccxt ``fetch_funding_rate_history`` in windows of
+    ``history_page_limit * interval_ms``, so a window never holds more settlements than one page;
+    a full page moves the cursor past its newest row instead. Returns ccxt funding-rate-history
+    dicts (``fundingRate`` as a fraction per interval, ``timestamp`` = settlement time in UTC ms),
+    in the order the pages gave them, without repeated settlement times (rows without a
+    time are kept for quarantine). Raises ExchangeError; ValueError for a non-positive interval.
+    """
+    if interval_ms <= 0:
+        raise ValueError(f"interval_ms: must be positive, got {interval_ms!r}")
+    cap = capability(venue.id)
+    window = cap.history_page_limit * interval_ms
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    async with exchange_client(venue) as client:
+        _with_markets(client, markets)
+        cursor = since_ms
+        while cursor <= until_ms:
+            upper = min(cursor + window - 1, until_ms)
+            params = {cap.history_until_param: upper + 1 if cap.history_until_exclusive else upper}
+            page = await call(
+                venue.label,
+                "fetch_funding_rate_history",
+                client.fetch_funding_rate_history,
+                symbol,
+                cursor,
+                cap.history_page_limit,
+                params,
+            )
+            stamps = [row["timestamp"] for row in page if isinstance(row.get("timestamp"), int)]
+            rows.extend(row for row in page if row.get("timestamp") not in seen)
+            seen.update(stamps)
+            full = len(page) >= cap.history_page_limit and stamps
+            cursor = max(stamps) + 1 if full else upper + 1
+    return rows

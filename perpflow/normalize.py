@@ -1,0 +1,284 @@
+"""ccxt unified dicts -> typed rows for the store, with quarantine for rows that cannot be used.
+
+Each function takes what one ccxt call returned for one venue and returns a ``Batch``: rows ready
+for ``perpflow.store`` (dicts keyed by column name; prices in quote currency, funding rates as a
+fraction per funding interval, timestamps as timezone-aware UTC datetimes) and quarantine records
+(the payload with the reason it was refused). Nothing is dropped silently: every requested symbol
+ends up as a row or a quarantine record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class Batch:
+    """Rows for one (venue, dataset) plus the ones refused.
+
+    ``requested``: how many rows were asked for (symbols, or settlements received for history);
+    ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``.
+    """
+
+    exchange: str
+    dataset: str
+    requested: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        """Rows the venue returned for what was requested (normalized or quarantined)."""
+        return len(self.rows) + len(self.quarantine)
+
+    def refuse(self, payload: Any, reason: str, run_id: str | None, symbol: str | None) -> None:
+        """Quarantine ``payload`` (any JSON-able value, e.g. a ccxt dict) with ``reason``."""
+        self.quarantine.append(
+            {
+                "exchange": self.exchange,
+                "dataset": self.dataset,
+                "symbol": symbol if isinstance(symbol, str) else None,
+                "payload": json.loads(json.dumps(payload, default=str)),
+                "reason": reason,
+                "run_id": run_id,
+                "quarantined_at": datetime.now(UTC),
+            }
+        )
+
+
+class RowError(ValueError):
+    """A value in a venue payload that cannot be stored; the message names field and value."""
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """UTC milliseconds since the epoch -> timezone-aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _number(item: dict[str, Any], key: str, *, positive: bool = False) -> float | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RowError(f"{key}={value!r}: not a finite number")
+    if positive and value <= 0:
+        raise RowError(f"{key}={value!r}: a price must be positive")
+    return float(value)
+
+
+def _timestamp(item: dict[str, Any], key: str) -> int | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RowError(f"{key}={value!r}: not a UTC millisecond timestamp")
+    return value
+
+
+_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+_INTERVAL_HOURS = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+
+
+def interval_hours(value: Any) -> float | None:
+    """ccxt's funding ``interval`` string (``'8h'``, ``'60m'``, ``'1d'``) -> hours, else None."""
+    match = _INTERVAL.match(value) if isinstance(value, str) else None
+    return float(match[1]) * _INTERVAL_HOURS[match[2]] if match else None
+
+
+def _stamp(item: dict[str, Any], received_ms: int) -> tuple[datetime, str]:
+    """The exchange's timestamp when given, else the receipt time, and which one it is."""
+    ts = _timestamp(item, "timestamp")
+    return (ms_to_datetime(ts), "exchange") if ts is not None else (
+        ms_to_datetime(received_ms),
+        "received",
+    )
+
+
+def _normalize_each(
+    batch: Batch,
+    items: dict[str, Any],
+    symbols: list[str],
+    run_id: str | None,
+    build: Any,
+) -> Batch:
+    """Run ``build(symbol, item)`` for every requested symbol; quarantine what fails or is absent."""
+    batch.requested = len(symbols)
+    for symbol in symbols:
+        item = items.get(symbol)
+        if item is None:
+            batch.refuse({"symbol": symbol}, "no row for a requested symbol", run_id, symbol)
+            continue
+        try:
+            if item.get("symbol") != symbol:
+                raise RowError(f"symbol={item.get('symbol')!r}: expected {symbol!r}")
+            batch.rows.append(build(symbol, item))
+        except RowError as exc:
+            batch.refuse(item, str(exc), run_id, symbol)
+    return batch
+
+
+def ticker_rows(
+    exchange: str,
+    tickers: dict[str, dict[str, Any]],
+    symbols: list[str],
+    received_ms: int,
+    run_id: str | None,
+) -> Batch:
+    """Normalize ccxt ``fetch_tickers`` output for the requested ``symbols``.
+
+    Row: exchange, symbol, ts (exchange time, else receipt time), ts_source ('exchange' |
+    'received'), bid, ask, last, mark_price, index_price (quote currency), base_volume,
+    quote_volume, collected_at, run_id. Negative/zero or non-numeric prices are quarantined.
+    """
+    collected_at = ms_to_datetime(received_ms)
+
+    def build(symbol: str, t: dict[str, Any]) -> dict[str, Any]:
+        ts, source = _stamp(t, received_ms)
+        return {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": ts,
+            "ts_source": source,
+            "bid": _number(t, "bid", positive=True),
+            "ask": _number(t, "ask", positive=True),
+            "last": _number(t, "last", positive=True),
+            "mark_price": _number(t, "markPrice", positive=True),
+            "index_price": _number(t, "indexPrice", positive=True),
+            "base_volume": _number(t, "baseVolume"),
+            "quote_volume": _number(t, "quoteVolume"),
+            "collected_at": collected_at,
+            "run_id": run_id,
+        }
+
+    return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build)
+
+
+def funding_rate_rows(
+    exchange: str,
+    rates: dict[str, dict[str, Any]],
+    symbols: list[str],
+    received_ms: int,
+    run_id: str | None,
+    max_abs_rate: float,
+) -> Batch:
+    """Normalize ccxt ``fetch_funding_rates`` output for the requested ``symbols``.
+
+    Row: exchange, symbol, ts (observation: exchange time, else receipt), ts_source,
+    funding_rate (fraction per interval, as given), funding_ts (``fundingTimestamp``),
+    next_funding_rate (the venue's predicted rate, ``nextFundingRate``), next_funding_ts,
+    mark_price, index_price, interval_hours, collected_at, run_id. A missing or non-numeric
+    ``fundingRate`` or one with ``|rate| > max_abs_rate`` is quarantined.
+    """
+    collected_at = ms_to_datetime(received_ms)
+
+    def build(symbol: str, r: dict[str, Any]) -> dict[str, Any]:
+        rate = _funding_rate(r, max_abs_rate)
+        ts, source = _stamp(r, received_ms)
+        funding_ts = _timestamp(r, "fundingTimestamp")
+        next_ts = _timestamp(r, "nextFundingTimestamp")
+        return {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": ts,
+            "ts_source": source,
+            "funding_rate": rate,
+            "funding_ts": ms_to_datetime(funding_ts) if funding_ts else None,
+            "next_funding_rate": _number(r, "nextFundingRate"),
+            "next_funding_ts": ms_to_datetime(next_ts) if next_ts else None,
+            "mark_price": _number(r, "markPrice", positive=True),
+            "index_price": _number(r, "indexPrice", positive=True),
+            "interval_hours": interval_hours(r.get("interval")),
+            "collected_at": collected_at,
+            "run_id": run_id,
+        }
+
+    return _normalize_each(Batch(exchange, "funding_rates"), rates, symbols, run_id, build)
+
+
+def _funding_rate(item: dict[str, Any], max_abs_rate: float) -> float:
+    rate = _number(item, "fundingRate")
+    if rate is None:
+        raise RowError("fundingRate=None: missing")
+    if abs(rate) > max_abs_rate:
+        raise RowError(f"fundingRate={rate!r}: |rate| above {max_abs_rate} per interval")
+    return rate
+
+
+def funding_history_rows(
+    exchange: str,
+    symbol: str,
+    history: list[dict[str, Any]],
+    interval_hours_: float | None,
+    received_ms: int,
+    run_id: str | None,
+    max_abs_rate: float,
+    batch: Batch | None = None,
+) -> Batch:
+    """Normalize ccxt ``fetch_funding_rate_history`` output for one symbol (appends to ``batch``).
+
+    Row: exchange, symbol, funding_ts (settlement time), funding_rate (realized, fraction per
+    interval), interval_hours (as known at collection), collected_at, run_id. Rows for another
+    symbol, without a settlement time or with a bad rate are quarantined.
+    """
+    batch = batch or Batch(exchange, "funding_history")
+    collected_at = ms_to_datetime(received_ms)
+    for item in history:
+        batch.requested += 1
+        try:
+            if item.get("symbol") != symbol:
+                raise RowError(f"symbol={item.get('symbol')!r}: expected {symbol!r}")
+            settled = _timestamp(item, "timestamp")
+            if settled is None:
+                raise RowError("timestamp=None: a settlement needs its time")
+            batch.rows.append(
+                {
+                    "exchange": exchange,
+                    "symbol": symbol,
+                    "funding_ts": ms_to_datetime(settled),
+                    "funding_rate": _funding_rate(item, max_abs_rate),
+                    "interval_hours": interval_hours_,
+                    "collected_at": collected_at,
+                    "run_id": run_id,
+                }
+            )
+        except RowError as exc:
+            batch.refuse(item, str(exc), run_id, symbol)
+    return batch
+
+
+def instrument_rows(exchange: str, markets: dict[str, dict[str, Any]], seen_ms: int) -> list[dict]:
+    """ccxt markets (``{symbol: market}``) -> instrument rows.
+
+    Row: exchange, symbol, market_id (the venue's own id), base, quote, settle, linear, inverse,
+    contract_size (base units per contract), active, first_seen, last_seen.
+    """
+    seen = ms_to_datetime(seen_ms)
+    return [
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "market_id": market.get("id"),
+            "base": market.get("base"),
+            "quote": market.get("quote"),
+            "settle": market.get("settle"),
+            "linear": bool(market.get("linear") or not market.get("inverse")),
+            "inverse": bool(market.get("inverse")),
+            "contract_size": market.get("contractSize"),
+            "active": market.get("active") is not False,
+            "first_seen": seen,
+            "last_seen": seen,
+        }
+        for symbol, market in markets.items()
+    ]
+
+
+def interval_ms(hours: float | None, default_hours: float = 8.0) -> int:
+    """A funding interval in hours (None -> ``default_hours``) as milliseconds."""
+    return int((hours or default_hours) * HOUR_MS)

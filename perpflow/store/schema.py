@@ -1,0 +1,153 @@
+"""SQLAlchemy 2 Core schema: one natural primary key per table (see DESIGN.md's data model).
+
+All timestamps are timezone-aware UTC (``TIMESTAMPTZ`` on PostgreSQL; ISO text on SQLite, given
+back as aware datetimes). Prices are in quote currency; funding rates are fractions per funding
+interval, stored as given, with ``interval_hours`` beside them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every dialect (naive values are refused)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamp {value!r}: naive datetime; expected timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+
+def _ts(name: str, **kw) -> Column:
+    return Column(name, UTCDateTime(), **kw)
+
+
+instruments = Table(
+    "instruments",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    Column("market_id", String(128)),
+    Column("base", String(32)),
+    Column("quote", String(32)),
+    Column("settle", String(32)),
+    Column("linear", Boolean),
+    Column("inverse", Boolean),
+    Column("contract_size", Float),
+    Column("funding_interval_hours", Float),
+    Column("active", Boolean, nullable=False),
+    _ts("first_seen", nullable=False),
+    _ts("last_seen", nullable=False),
+)
+
+tickers = Table(
+    "tickers",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("ts", primary_key=True),
+    Column("ts_source", String(16), nullable=False),
+    Column("bid", Float),
+    Column("ask", Float),
+    Column("last", Float),
+    Column("mark_price", Float),
+    Column("index_price", Float),
+    Column("base_volume", Float),
+    Column("quote_volume", Float),
+    _ts("collected_at", nullable=False),
+    Column("run_id", String(64)),
+)
+
+funding_rates = Table(
+    "funding_rates",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("ts", primary_key=True),
+    Column("ts_source", String(16), nullable=False),
+    Column("funding_rate", Float, nullable=False),
+    _ts("funding_ts"),
+    Column("next_funding_rate", Float),
+    _ts("next_funding_ts"),
+    Column("mark_price", Float),
+    Column("index_price", Float),
+    Column("interval_hours", Float),
+    _ts("collected_at", nullable=False),
+    Column("run_id", String(64)),
+)
+
+funding_history = Table(
+    "funding_history",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("funding_ts", primary_key=True),
+    Column("funding_rate", Float, nullable=False),
+    Column("interval_hours", Float),
+    _ts("collected_at", nullable=False),
+    Column("run_id", String(64)),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("exchange", String(64), nullable=False),
+    Column("dataset", String(32), nullable=False),
+    Column("symbol", String(128)),
+    Column("payload", JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(64)),
+    _ts("quarantined_at", nullable=False),
+)
+
+collection_ledger = Table(
+    "collection_ledger",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("exchange", String(64), primary_key=True),
+    Column("dataset", String(32), primary_key=True),
+    Column("requested", Integer, nullable=False),
+    Column("received", Integer, nullable=False),
+    Column("stored", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("quarantined", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("latency_ms", Float),
+    _ts("started_at", nullable=False),
+    _ts("finished_at", nullable=False),
+)
+
+MARKET_DATA = {t.name: t for t in (tickers, funding_rates, funding_history)}

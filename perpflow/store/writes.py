@@ -1,0 +1,181 @@
+"""Idempotent writes: market data inserted by natural key, quarantine and ledger in one transaction.
+
+PostgreSQL: rows are COPied (asyncpg binary COPY) into a per-session temporary staging table and
+moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. SQLite: ``INSERT OR IGNORE`` of the
+whole batch in one transaction. Either way a repeated batch stores nothing twice, and the number of
+rows actually inserted is returned, so duplicates are counted, not guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from perpflow.normalize import Batch
+from perpflow.store.schema import collection_ledger, funding_history, instruments, quarantine
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One collection step of one venue: what the ledger row says besides the counts.
+
+    ``status`` is ``'ok'`` or ``'failed'``; ``error`` the failure message (no credentials);
+    ``latency_ms`` the venue's response time for the step; times are timezone-aware UTC.
+    """
+
+    run_id: str
+    exchange: str
+    dataset: str
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """Counts of one stored batch: ``stored + duplicates + quarantined == received``."""
+
+    requested: int
+    received: int
+    stored: int
+    duplicates: int
+    quarantined: int
+
+
+def _insert(conn: AsyncConnection):
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+
+
+async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert ``rows`` into ``table``, skipping keys already stored; return how many were new."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return await _copy_insert(conn, table, rows)
+    before = (await conn.execute(select(func.total_changes()))).scalar_one()
+    await conn.execute(table.insert().prefix_with("OR IGNORE"), rows)
+    return (await conn.execute(select(func.total_changes()))).scalar_one() - before
+
+
+async def _copy_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    columns = [column.name for column in table.columns]
+    stage = f"stage_{table.name}"
+    # Through SQLAlchemy first, so that the transaction is open before the raw COPY.
+    await conn.execute(
+        text(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} "
+            f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+    )
+    raw = (await conn.get_raw_connection()).driver_connection
+    await raw.copy_records_to_table(
+        stage, records=[tuple(row.get(c) for c in columns) for row in rows], columns=columns
+    )
+    names = ", ".join(f'"{c}"' for c in columns)
+    result = await conn.execute(
+        text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING")
+    )
+    await conn.execute(text(f"TRUNCATE {stage}"))
+    return result.rowcount
+
+
+async def _write_ledger(conn: AsyncConnection, entry: LedgerEntry, result: StoreResult) -> None:
+    values = {**entry.__dict__, **result.__dict__}
+    stmt = _insert(conn)(collection_ledger).values(values)
+    keys = ("run_id", "exchange", "dataset")
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={k: stmt.excluded[k] for k in values if k not in keys},
+        )
+    )
+
+
+async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: LedgerEntry) -> StoreResult:
+    """Store one normalized batch, its quarantine rows and its ledger row in one transaction.
+
+    A retried call after a failure repeats nothing (the failed transaction left no trace, and the
+    market rows are keyed). Returns the counts written to the ledger.
+    """
+    async with engine.begin() as conn:
+        stored = await insert_new(conn, table, batch.rows)
+        if batch.quarantine:
+            await conn.execute(quarantine.insert(), batch.quarantine)
+        result = StoreResult(
+            requested=batch.requested,
+            received=batch.received,
+            stored=stored,
+            duplicates=len(batch.rows) - stored,
+            quarantined=len(batch.quarantine),
+        )
+        await _write_ledger(conn, entry, result)
+    return result
+
+
+async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int) -> None:
+    """Write the ledger row of a step that failed before anything could be stored."""
+    async with engine.begin() as conn:
+        await _write_ledger(conn, entry, StoreResult(requested, 0, 0, 0, 0))
+
+
+async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """Insert new instruments; refresh the descriptive columns and ``last_seen`` of known ones
+    (``first_seen`` and ``funding_interval_hours`` are kept)."""
+    if not rows:
+        return
+    async with engine.begin() as conn:
+        stmt = _insert(conn)(instruments)
+        keep = {"exchange", "symbol", "first_seen", "funding_interval_hours"}
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["exchange", "symbol"],
+                set_={c.name: stmt.excluded[c.name] for c in instruments.columns if c.name not in keep},
+            ),
+            rows,
+        )
+
+
+async def set_funding_intervals(engine: AsyncEngine, exchange: str, hours: dict[str, float]) -> None:
+    """Record each symbol's funding interval (hours) on its instrument row."""
+    if not hours:
+        return
+    stmt = (
+        update(instruments)
+        .where(instruments.c.exchange == bindparam("x_exchange"))
+        .where(instruments.c.symbol == bindparam("x_symbol"))
+        .values(funding_interval_hours=bindparam("x_hours"))
+    )
+    async with engine.begin() as conn:
+        await conn.execute(
+            stmt,
+            [{"x_exchange": exchange, "x_symbol": s, "x_hours": h} for s, h in hours.items()],
+        )
+
+
+async def funding_watermarks(
+    engine: AsyncEngine, exchange: str
+) -> dict[str, tuple[datetime | None, float | None]]:
+    """``{symbol: (newest stored settlement time or None, funding interval hours or None)}`` for
+    every known instrument of ``exchange``."""
+    newest = (
+        select(funding_history.c.symbol, func.max(funding_history.c.funding_ts).label("newest"))
+        .where(funding_history.c.exchange == exchange)
+        .group_by(funding_history.c.symbol)
+        .subquery()
+    )
+    query = (
+        select(instruments.c.symbol, newest.c.newest, instruments.c.funding_interval_hours)
+        .select_from(instruments.outerjoin(newest, newest.c.symbol == instruments.c.symbol))
+        .where(instruments.c.exchange == exchange)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {symbol: (newest_ts, hours) for symbol, newest_ts, hours in rows}
+

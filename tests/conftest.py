@@ -1,0 +1,71 @@
+"""Shared fixtures: real databases (a SQLite file, a fresh PostgreSQL database), ../shared paths."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from perpflow.store import create_engine, init_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+PG_ADMIN_DSN = os.environ.get("PERPFLOW_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def shared_dir(*parts: str) -> Path:
+    """A path under ../shared, or skip the test (with the reason) when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (a bare clone without ../shared); CI provides it")
+    return path
+
+
+async def _create_pg_database() -> str:
+    name = f"perpflow_test_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL does not answer at {PG_ADMIN_DSN}: {exc}")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request, tmp_path):
+    """A URL of an empty, real database of each dialect (schema created), removed afterwards."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'perpflow.sqlite'}"
+        name = None
+    else:
+        name = await _create_pg_database()
+        base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        url = f"{base}/{name}"
+    engine = create_engine(url)
+    await init_schema(engine)
+    await engine.dispose()
+    yield url
+    if name:
+        await _drop_pg_database(name)
+
+
+@pytest.fixture
+async def engine(database_url):
+    """An AsyncEngine on ``database_url``, disposed afterwards."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
