@@ -7,12 +7,12 @@ that ccxt's unified API and its rate limiter are the only exchange client the pr
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
 import fnmatch
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,49 +171,14 @@ def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
     return client
 
 
-class ExchangePool:
-    """One ccxt client per venue for the duration of a flow run, all closed at the end.
-
-    ``async with ExchangePool():`` makes the pool current (a context variable) for the code and
-    the Prefect tasks awaited inside it; ``exchange_client`` then hands out the pooled client.
-    """
-
-    _current: contextvars.ContextVar[ExchangePool | None] = contextvars.ContextVar(
-        "perpflow_exchange_pool", default=None
-    )
-
-    def __init__(self) -> None:
-        self._clients: dict[tuple[str, asyncio.AbstractEventLoop], ccxt_async.Exchange] = {}
-
-    def client(self, venue: ExchangeConfig) -> ccxt_async.Exchange:
-        """The pooled client for ``venue`` on the running event loop (created on first use)."""
-        key = (venue.model_dump_json(), asyncio.get_running_loop())
-        if key not in self._clients:
-            self._clients[key] = build_client(venue)
-        return self._clients[key]
-
-    async def __aenter__(self) -> ExchangePool:
-        self._token = self._current.set(self)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._current.reset(self._token)
-        clients, self._clients = list(self._clients.values()), {}
-        await asyncio.gather(*(client.close() for client in clients))
+def exchange_client(venue: ExchangeConfig) -> AbstractAsyncContextManager[ccxt_async.Exchange]:
+    """Async context manager giving the run's ccxt client for ``venue`` (see ``RunScope``): one
+    client per venue per flow run, closed when the run's scope ends (or on exit, outside a run)."""
+    return borrow(f"ccxt:{venue.model_dump_json()}", lambda: build_client(venue), _close)
 
 
-@asynccontextmanager
-async def exchange_client(venue: ExchangeConfig) -> AsyncIterator[ccxt_async.Exchange]:
-    """The current run's pooled client for ``venue``, or a private one closed on exit."""
-    pool = ExchangePool._current.get()
-    if pool is not None:
-        yield pool.client(venue)
-        return
-    client = build_client(venue)
-    try:
-        yield client
-    finally:
-        await client.close()
+async def _close(client: ccxt_async.Exchange) -> None:
+    await client.close()
 
 
 def is_linear_perpetual(market: dict[str, Any]) -> bool:
@@ -309,7 +276,7 @@ async def fetch_funding_rates(
     Uses ccxt ``fetch_funding_rates`` (``fetch_funding_rate`` per symbol for short lists or when
     the venue has no bulk call); where the capability names a ``funding_intervals_method`` the
     ``interval`` field (e.g. ``'8h'``) is filled from it (``default_interval_hours`` for symbols it
-    omits). Returns ``({symbol: ccxt funding-rate dict}, received_ms)`` with ``fundingRate`` as a
+    omits; unknown when that call fails). Returns ``({symbol: ccxt funding-rate dict}, received_ms)`` with ``fundingRate`` as a
     fraction per funding interval and timestamps in UTC ms. Raises ExchangeError.
     """
     cap, symbols = capability(venue.id), list(markets)
@@ -325,7 +292,11 @@ async def fetch_funding_rates(
             )
         if cap.funding_intervals_method:
             method = getattr(client, cap.funding_intervals_method)
-            intervals = await call(venue.label, cap.funding_intervals_method, method, symbols)
+            try:
+                intervals = await call(venue.label, cap.funding_intervals_method, method, symbols)
+            except ExchangeError as exc:  # auxiliary: the rates stand, the interval stays unknown
+                log.warning("%s: funding intervals unavailable, stored as unknown: %s", venue.label, exc)
+                return rates, now_ms()
             default = f"{cap.default_interval_hours:g}h" if cap.default_interval_hours else None
             for symbol, rate in rates.items():
                 if rate.get("interval") is None:

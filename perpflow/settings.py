@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Any
 
 import ccxt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -103,7 +103,7 @@ def default_exchanges() -> list[ExchangeConfig]:
 class Settings(BaseSettings):
     """Process-wide settings (env prefix ``PERPFLOW_``; nested lists/dicts as JSON).
 
-    Units: intervals in seconds, lookback in days, batch size in rows.
+    Units: intervals and delays in seconds, lookback in days.
     """
 
     model_config = SettingsConfigDict(env_prefix="PERPFLOW_", extra="forbid")
@@ -113,7 +113,10 @@ class Settings(BaseSettings):
     funding_history_lookback_days: float = Field(7.0, gt=0)
     ticker_interval_seconds: int = Field(60, gt=0)
     funding_interval_seconds: int = Field(300, gt=0)
-    batch_size: int = Field(500, gt=0)
+    exchange_retries: int = Field(4, ge=0, description="retries of a transient exchange failure")
+    retry_backoff_seconds: float = Field(
+        1.0, gt=0, description="first retry delay; doubles per retry, with jitter"
+    )
     per_symbol_max: int = Field(
         3, ge=0, description="use single-symbol endpoints when a venue has at most this many symbols"
     )
@@ -131,3 +134,35 @@ class Settings(BaseSettings):
     def enabled_exchanges(self) -> list[ExchangeConfig]:
         """The configured venues with ``enabled=True``, in order."""
         return [venue for venue in self.exchanges if venue.enabled]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration: one line per bad field, each naming the field and the value given
+    (database URLs with their password masked, credentials never shown)."""
+
+
+SECRET_FIELDS = {"api_key", "secret"}
+
+
+def _shown(loc: tuple, value: Any) -> str:
+    if SECRET_FIELDS & {str(part) for part in loc}:
+        return "'**********'"
+    if "database_url" in loc and isinstance(value, str):
+        return repr(_mask_url(value))
+    return repr(value)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings`` from the environment (and ``overrides``), validated.
+
+    Raises ``ConfigError`` naming every bad field and its value, e.g.
+    ``exchanges.0.id = 'nope': Value error, id: unknown ccxt exchange id 'nope'``.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(map(str, err['loc']))} = {_shown(err['loc'], err.get('input'))}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

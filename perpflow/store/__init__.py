@@ -1,6 +1,7 @@
 """The market database: schema, engine and idempotent writes (SQLAlchemy 2 Core, async)."""
 
-from perpflow.store.engine import create_engine, init_schema
+from perpflow.store.engine import create_engine, init_schema, run_engine
+from perpflow.store.reads import stored_summary
 from perpflow.store.schema import (
     MARKET_DATA,
     collection_ledger,
@@ -37,8 +38,10 @@ __all__ = [
     "metadata",
     "quarantine",
     "record_failure",
+    "run_engine",
     "set_funding_intervals",
     "store_batch",
+    "stored_summary",
     "tickers",
     "upsert_instruments",
 ]

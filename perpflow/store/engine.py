@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from perpflow.scope import borrow
 from perpflow.settings import check_database_url
 from perpflow.store.schema import metadata
 
@@ -46,3 +48,13 @@ async def init_schema(engine: AsyncEngine) -> None:
     """Create the tables that do not exist yet (idempotent)."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+
+
+def run_engine(url: str) -> AbstractAsyncContextManager[AsyncEngine]:
+    """Async context manager giving the run's engine for ``url`` (see ``RunScope``): one engine
+    per database per flow run, disposed when the run's scope ends (or on exit, outside a run)."""
+    return borrow(f"engine:{url}", lambda: create_engine(url), _dispose)
+
+
+async def _dispose(engine: AsyncEngine) -> None:
+    await engine.dispose()

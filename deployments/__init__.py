@@ -1,0 +1,1 @@
+"""Ways to run the flows: the offline quick start, served deployments, pool and block setup."""

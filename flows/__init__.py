@@ -1,0 +1,1 @@
+"""Prefect flows: one module per job, each a thin composition of tasks."""

@@ -1,0 +1,44 @@
+"""collect-tickers: every enabled venue's perpetual tickers, concurrently, into the store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, tags
+
+from flows.common import RunContext, publish_ledger, resolve_run, run_step, venue_markets
+from perpflow.scope import RunScope
+from perpflow.settings import ExchangeConfig
+from perpflow.store import tickers
+from tasks.exchange import fetch_tickers
+from tasks.store import prepare_database
+
+
+async def _venue(ctx: RunContext, venue: ExchangeConfig) -> dict[str, Any]:
+    async def fetch():
+        markets = await venue_markets(ctx, venue)
+        return await ctx.exchange_task(fetch_tickers)(venue, markets, ctx.settings.per_symbol_max, ctx.run_id)
+
+    with tags(f"exchange:{venue.label}"):
+        return await run_step(ctx, venue, tickers, fetch)
+
+
+@flow(name="collect-tickers", log_prints=True)
+async def collect_tickers(
+    exchanges: list[str] | None = None, database: str | None = None
+) -> list[dict[str, Any]]:
+    """Fetch tickers (bid, ask, last, mark and index price in quote currency; volumes) for the
+    linear perpetuals of every enabled venue (ccxt ``fetch_tickers``) and upsert them.
+
+    ``exchanges``: names of ``perpflow-exchange`` blocks (default: ``PERPFLOW_EXCHANGES``);
+    ``database``: name of a ``perpflow-market-database`` block (default: ``PERPFLOW_DATABASE_URL``).
+    Returns one ledger dict per venue; publishes them as the ``collect-tickers-ledger`` table
+    artifact. Raises ``VenueStepsFailed`` after storing the others when any venue failed.
+    """
+    ctx = await resolve_run(exchanges, database)
+    async with RunScope():
+        await prepare_database(ctx.database_url)
+        outcomes = await asyncio.gather(*(_venue(ctx, venue) for venue in ctx.venues))
+    await publish_ledger("collect-tickers-ledger", ctx, list(outcomes))
+    return list(outcomes)

@@ -1,0 +1,135 @@
+"""Composition shared by the collection flows: configuration, per-venue steps, ledger artifact.
+
+A venue step is: fetch (a retried task) -> store (rows, quarantine and ledger in one transaction).
+A step that still fails after its retries writes a ``failed`` ledger row and is reported; the other
+venues go on, and the flow run ends Failed once every venue is done.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.artifacts import acreate_table_artifact
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from pydantic import SecretStr
+from sqlalchemy import Table
+
+from blocks import ExchangeBlock, MarketDatabase
+from perpflow.normalize import Batch, instrument_rows
+from perpflow.settings import ExchangeConfig, Settings, check_database_url, load_settings
+from perpflow.store import LedgerEntry
+from tasks.exchange import load_markets, retrying
+from tasks.store import record_failure, store_batch, upsert_instruments
+
+LEDGER_COLUMNS = (
+    "exchange",
+    "dataset",
+    "status",
+    "requested",
+    "received",
+    "stored",
+    "duplicates",
+    "quarantined",
+    "latency_ms",
+    "error",
+)
+
+
+class VenueStepsFailed(RuntimeError):
+    """Raised at the end of a collection flow run when any venue step failed after retries."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one collection run needs: settings, the database URL, the run id."""
+
+    settings: Settings
+    database_url: SecretStr
+    run_id: str
+    venues: list[ExchangeConfig]
+
+    def exchange_task(self, task_):
+        """``task_`` with the configured retry count and backoff for exchange calls."""
+        return retrying(task_, self.settings.exchange_retries, self.settings.retry_backoff_seconds)
+
+
+async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunContext:
+    """Build the run's configuration: settings from the environment (validated: a bad value
+    raises pydantic's ``ValidationError`` naming field and value), venues from the named
+    ``perpflow-exchange`` blocks (else the settings' enabled exchanges) and the database URL from
+    the named ``perpflow-market-database`` block (else ``PERPFLOW_DATABASE_URL``)."""
+    settings = load_settings()
+    if exchanges:
+        blocks = [await ExchangeBlock.aload(name) for name in exchanges]
+        venues = [ExchangeConfig(**block.venue_fields()) for block in blocks]
+        venues = [venue for venue in venues if venue.enabled]
+    else:
+        venues = settings.enabled_exchanges
+    url = settings.database_url
+    if database:
+        url = (await MarketDatabase.aload(database)).url
+        check_database_url(url.get_secret_value())
+    labels = [venue.label for venue in venues]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"exchanges: venue labels must be unique, got {labels!r}")
+    run_id = str(flow_run.id or uuid.uuid4())
+    return RunContext(settings, url, run_id, venues)
+
+
+async def venue_markets(ctx: RunContext, venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
+    """The venue's selected perpetuals (cached task) with their instrument rows upserted."""
+    markets = await ctx.exchange_task(load_markets)(venue)
+    rows = instrument_rows(venue.label, markets, int(datetime.now(UTC).timestamp() * 1000))
+    await upsert_instruments(ctx.database_url, venue.label, rows)
+    return markets
+
+
+async def run_step(
+    ctx: RunContext,
+    venue: ExchangeConfig,
+    table: Table,
+    fetch: Callable[[], Awaitable[tuple[Batch, float]]],
+) -> dict[str, Any]:
+    """Fetch and store one (venue, dataset); returns the ledger figures as a dict.
+
+    Never raises for a venue failure: a failed step writes a ``failed`` ledger row instead.
+    """
+    started = datetime.now(UTC)
+    dataset = table.name
+    try:
+        batch, latency = await fetch()
+    except Exception as exc:  # noqa: BLE001 - one venue's trouble stays that venue's trouble
+        get_run_logger().error("%s %s failed after retries: %s", venue.label, dataset, exc)
+        entry = LedgerEntry(
+            ctx.run_id, venue.label, dataset, "failed", started, datetime.now(UTC), None, str(exc)
+        )
+        await record_failure(ctx.database_url, entry, 0)
+        return _outcome(entry, {"requested": 0, "received": 0, "stored": 0, "duplicates": 0, "quarantined": 0})
+    entry = LedgerEntry(ctx.run_id, venue.label, dataset, "ok", started, datetime.now(UTC), latency)
+    result = await store_batch(ctx.database_url, table, batch, entry)
+    return _outcome(entry, result.__dict__)
+
+
+def _outcome(entry: LedgerEntry, counts: dict[str, int]) -> dict[str, Any]:
+    latency = None if entry.latency_ms is None else round(entry.latency_ms, 1)
+    values = {**counts, **entry.__dict__, "latency_ms": latency}
+    return {column: values[column] for column in LEDGER_COLUMNS}
+
+
+async def publish_ledger(key: str, ctx: RunContext, outcomes: list[dict[str, Any]]) -> None:
+    """Publish the run's ledger figures as a table artifact under a stable ``key``, then raise
+    ``VenueStepsFailed`` if any step failed (so the run ends Failed for the UI and automations)."""
+    await acreate_table_artifact(
+        table=outcomes,
+        key=key,
+        description=f"Collection ledger of run {ctx.run_id}: one row per (exchange, dataset); "
+        "requested = stored + duplicates + quarantined for every ok row.",
+    )
+    failed = [f"{o['exchange']} {o['dataset']}: {o['error']}" for o in outcomes if o["status"] != "ok"]
+    if failed:
+        raise VenueStepsFailed(f"{len(failed)} venue step(s) failed: " + "; ".join(failed))

@@ -1,0 +1,1 @@
+"""Prefect task wrappers: retry, cache and timeout policy around the ``perpflow`` mechanism."""

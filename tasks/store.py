@@ -1,0 +1,68 @@
+"""Tasks that touch the market database (given by URL; the run's engine is shared)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+from sqlalchemy import Table
+
+from perpflow import store
+from perpflow.normalize import Batch
+
+STORE_POLICY: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "retries": 2,
+    "retry_delay_seconds": [1, 5],
+    "timeout_seconds": 300,
+}
+
+
+@task(name="prepare-database", **STORE_POLICY)
+async def prepare_database(url: SecretStr) -> None:
+    """Create the schema's missing tables."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        await store.init_schema(engine)
+
+
+@task(name="upsert-instruments", task_run_name="upsert-instruments-{exchange}", **STORE_POLICY)
+async def upsert_instruments(url: SecretStr, exchange: str, rows: list[dict[str, Any]]) -> int:
+    """Insert or refresh ``exchange``'s instrument rows; returns how many were given."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        await store.upsert_instruments(engine, rows)
+    return len(rows)
+
+
+@task(name="store-batch", task_run_name="store-{batch.dataset}-{batch.exchange}", **STORE_POLICY)
+async def store_batch(
+    url: SecretStr, table: Table, batch: Batch, entry: store.LedgerEntry
+) -> store.StoreResult:
+    """Store a normalized batch with its quarantine and ledger rows (one transaction)."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        return await store.store_batch(engine, table, batch, entry)
+
+
+@task(name="record-failure", task_run_name="record-failure-{entry.exchange}", **STORE_POLICY)
+async def record_failure(url: SecretStr, entry: store.LedgerEntry, requested: int) -> None:
+    """Write the ledger row of a venue step that failed after its retries."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        await store.record_failure(engine, entry, requested)
+
+
+@task(name="set-funding-intervals", task_run_name="set-funding-intervals-{exchange}", **STORE_POLICY)
+async def set_funding_intervals(url: SecretStr, exchange: str, hours: dict[str, float]) -> None:
+    """Record the funding interval (hours) last observed per symbol."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        await store.set_funding_intervals(engine, exchange, hours)
+
+
+@task(name="funding-watermarks", task_run_name="funding-watermarks-{exchange}", **STORE_POLICY)
+async def funding_watermarks(
+    url: SecretStr, exchange: str
+) -> dict[str, tuple[datetime | None, float | None]]:
+    """``{symbol: (newest stored settlement, interval hours)}`` for ``exchange``."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        return await store.funding_watermarks(engine, exchange)
