@@ -42,3 +42,7 @@ async def collect_tickers(
         outcomes = await asyncio.gather(*(_venue(ctx, venue) for venue in ctx.venues))
     await publish_ledger("collect-tickers-ledger", ctx, list(outcomes))
     return list(outcomes)
+
+
+if __name__ == "__main__":
+    asyncio.run(collect_tickers())

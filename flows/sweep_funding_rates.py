@@ -67,3 +67,7 @@ async def sweep_funding_rates(
     outcomes = [outcome for pair in per_venue for outcome in pair]
     await publish_ledger("sweep-funding-rates-ledger", ctx, outcomes)
     return outcomes
+
+
+if __name__ == "__main__":
+    asyncio.run(sweep_funding_rates())

@@ -41,9 +41,14 @@ class Capability:
     - ``history_until_param`` / ``history_until_exclusive``: how an upper time bound is passed to
       ``fetch_funding_rate_history`` (ccxt's unified ``until``, or okx's raw ``after``, which is
       exclusive).
+    - ``rows_path`` / ``row_id_key``: where a bulk response keeps its rows and which field holds
+      the venue's market id, so that when ccxt cannot parse a response the rows are parsed one by
+      one and only the bad ones are quarantined.
     """
 
     ccxt_config: dict[str, Any]
+    rows_path: tuple[str, ...] = ("data",)
+    row_id_key: str = "symbol"
     bid_ask_method: str | None = None
     funding_intervals_method: str | None = None
     default_interval_hours: float | None = None
@@ -59,16 +64,19 @@ CAPABILITIES: dict[str, Capability] = {
         funding_intervals_method="fetch_funding_intervals",
         default_interval_hours=8,
         history_page_limit=1000,
+        rows_path=(),
     ),
     "bybit": Capability(
         ccxt_config={"options": {"fetchMarkets": {"types": ["linear"]}}},
         history_page_limit=200,
+        rows_path=("result", "list"),
     ),
     "okx": Capability(
         ccxt_config={"options": {"fetchMarkets": {"types": ["swap"]}}},
         history_page_limit=100,
         history_until_param="after",
         history_until_exclusive=True,
+        row_id_key="instId",
     ),
 }
 GENERIC_CAPABILITY = Capability(ccxt_config={})
@@ -104,14 +112,54 @@ class PermanentExchangeError(ExchangeError):
     """A venue call failed in a way a retry will not fix (bad symbol, auth, bad request)."""
 
 
+class PayloadError(PermanentExchangeError):
+    """The venue answered, but ccxt could not parse the payload (e.g. a non-numeric price)."""
+
+
+PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, AttributeError)
+
+
 async def call(venue: str, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
-    """Await ``fn(*args, **kw)`` (a ccxt method) and translate ccxt errors into ExchangeError."""
+    """Await ``fn(*args, **kw)`` (a ccxt method) and translate ccxt errors into ExchangeError
+    (and a parse failure inside ccxt into PayloadError)."""
     try:
         return await fn(*args, **kw)
     except ccxt.NetworkError as exc:
         raise TransientExchangeError(venue, name, exc) from exc
     except ccxt.BaseError as exc:
         raise PermanentExchangeError(venue, name, exc) from exc
+    except PARSE_ERRORS as exc:
+        raise PayloadError(venue, name, exc) from exc
+
+
+Unparsed = list[tuple[dict[str, Any], str | None, str]]
+
+
+async def _bulk(
+    client: ccxt_async.Exchange, venue: ExchangeConfig, name: str, parser: str, symbols: list[str]
+) -> tuple[dict[str, dict[str, Any]], Unparsed]:
+    """Call the bulk ccxt method ``name``; if ccxt cannot parse the payload, parse its rows one
+    by one with ``parser`` and return the ones it refuses as ``(raw row, symbol, reason)``."""
+    try:
+        return await call(venue.label, name, getattr(client, name), symbols), []
+    except PayloadError:
+        rows = client.last_json_response
+        for key in capability(venue.id).rows_path:
+            rows = rows.get(key) if isinstance(rows, dict) else None
+        if not isinstance(rows, list):
+            raise
+    wanted, parsed, unparsed = set(symbols), {}, []
+    for raw in rows:
+        symbol = client.safe_symbol(raw.get(capability(venue.id).row_id_key)) if isinstance(raw, dict) else None
+        try:
+            item = getattr(client, parser)(raw)
+        except PARSE_ERRORS + (ccxt.BaseError,) as exc:
+            if symbol in wanted:
+                unparsed.append((raw, symbol, f"ccxt {parser}: {type(exc).__name__}: {exc}"))
+            continue
+        if item.get("symbol") in wanted:
+            parsed[item["symbol"]] = item
+    return parsed, unparsed
 
 
 def rewrite_api_urls(api: Any, base_url: str) -> Any:
@@ -159,7 +207,9 @@ def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
     Config is the venue capability's defaults, then ``venue.ccxt_config``, then credentials;
     with ``venue.api_url`` every ``urls['api']`` entry is rewritten to it.
     """
-    config = _merge({"enableRateLimit": True}, capability(venue.id).ccxt_config)
+    config = _merge(
+        {"enableRateLimit": True, "enableLastJsonResponse": True}, capability(venue.id).ccxt_config
+    )
     config = _merge(config, venue.ccxt_config)
     if venue.api_key is not None:
         config["apiKey"] = venue.api_key.get_secret_value()
@@ -241,22 +291,23 @@ def now_ms() -> int:
 
 async def fetch_tickers(
     venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
-) -> tuple[dict[str, dict[str, Any]], int]:
+) -> tuple[dict[str, dict[str, Any]], int, Unparsed]:
     """Fetch tickers for the selected ``markets`` (``{symbol: ccxt market}``).
 
     Uses ccxt ``fetch_tickers`` (``fetch_ticker`` per symbol for lists of at most
     ``per_symbol_max``), then fills bid/ask from the capability's ``bid_ask_method`` when set.
-    Returns ``({symbol: ccxt unified ticker}, received_ms)``: prices in quote currency,
+    Returns ``({symbol: ccxt unified ticker}, received_ms, unparsed)``: prices in quote currency,
     ``timestamp`` in UTC ms or None when the venue gives none; ``received_ms`` is the UTC ms
-    receipt time. Raises ExchangeError.
+    receipt time; ``unparsed`` the raw rows ccxt could not parse, as ``(row, symbol, reason)``.
+    Raises ExchangeError.
     """
-    cap, symbols = capability(venue.id), list(markets)
+    cap, symbols, unparsed = capability(venue.id), list(markets), []
     async with exchange_client(venue) as client:
         _with_markets(client, markets)
         if _use_single(symbols, per_symbol_max):
             tickers = await _per_symbol(venue.label, "fetch_ticker", client.fetch_ticker, symbols)
         else:
-            tickers = await call(venue.label, "fetch_tickers", client.fetch_tickers, symbols)
+            tickers, unparsed = await _bulk(client, venue, "fetch_tickers", "parse_ticker", symbols)
         if cap.bid_ask_method:
             method = getattr(client, cap.bid_ask_method)
             books = await call(venue.label, cap.bid_ask_method, method, symbols)
@@ -265,21 +316,22 @@ async def fetch_tickers(
                 for field in ("bid", "ask", "bidVolume", "askVolume"):
                     if ticker.get(field) is None:
                         ticker[field] = book.get(field)
-    return tickers, now_ms()
+    return tickers, now_ms(), unparsed
 
 
 async def fetch_funding_rates(
     venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
-) -> tuple[dict[str, dict[str, Any]], int]:
+) -> tuple[dict[str, dict[str, Any]], int, Unparsed]:
     """Fetch current (and, where given, predicted) funding rates for the selected ``markets``.
 
     Uses ccxt ``fetch_funding_rates`` (``fetch_funding_rate`` per symbol for short lists or when
     the venue has no bulk call); where the capability names a ``funding_intervals_method`` the
     ``interval`` field (e.g. ``'8h'``) is filled from it (``default_interval_hours`` for symbols it
-    omits; unknown when that call fails). Returns ``({symbol: ccxt funding-rate dict}, received_ms)`` with ``fundingRate`` as a
-    fraction per funding interval and timestamps in UTC ms. Raises ExchangeError.
+    omits; unknown when that call fails). Returns ``({symbol: ccxt funding-rate dict},
+    received_ms, unparsed)`` with ``fundingRate`` as a fraction per funding interval, timestamps
+    in UTC ms, and the raw rows ccxt could not parse. Raises ExchangeError.
     """
-    cap, symbols = capability(venue.id), list(markets)
+    cap, symbols, unparsed = capability(venue.id), list(markets), []
     async with exchange_client(venue) as client:
         _with_markets(client, markets)
         if _use_single(symbols, per_symbol_max) or not client.has.get("fetchFundingRates"):
@@ -287,8 +339,8 @@ async def fetch_funding_rates(
                 venue.label, "fetch_funding_rate", client.fetch_funding_rate, symbols
             )
         else:
-            rates = await call(
-                venue.label, "fetch_funding_rates", client.fetch_funding_rates, symbols
+            rates, unparsed = await _bulk(
+                client, venue, "fetch_funding_rates", "parse_funding_rate", symbols
             )
         if cap.funding_intervals_method:
             method = getattr(client, cap.funding_intervals_method)
@@ -296,12 +348,12 @@ async def fetch_funding_rates(
                 intervals = await call(venue.label, cap.funding_intervals_method, method, symbols)
             except ExchangeError as exc:  # auxiliary: the rates stand, the interval stays unknown
                 log.warning("%s: funding intervals unavailable, stored as unknown: %s", venue.label, exc)
-                return rates, now_ms()
+                return rates, now_ms(), unparsed
             default = f"{cap.default_interval_hours:g}h" if cap.default_interval_hours else None
             for symbol, rate in rates.items():
                 if rate.get("interval") is None:
                     rate["interval"] = (intervals.get(symbol) or {}).get("interval") or default
-    return rates, now_ms()
+    return rates, now_ms(), unparsed
 
 
 async def fetch_funding_history(

@@ -107,11 +107,19 @@ def _normalize_each(
     symbols: list[str],
     run_id: str | None,
     build: Any,
+    unparsed: list[tuple[dict[str, Any], str | None, str]],
 ) -> Batch:
-    """Run ``build(symbol, item)`` for every requested symbol; quarantine what fails or is absent."""
+    """Run ``build(symbol, item)`` for every requested symbol; quarantine what fails or is absent
+    (``unparsed``: raw rows ccxt could not parse, as ``(row, symbol, reason)``)."""
     batch.requested = len(symbols)
+    refused = set()
+    for raw, symbol, reason in unparsed:
+        batch.refuse(raw, reason, run_id, symbol)
+        refused.add(symbol)
     for symbol in symbols:
         item = items.get(symbol)
+        if symbol in refused:
+            continue
         if item is None:
             batch.refuse({"symbol": symbol}, "no row for a requested symbol", run_id, symbol)
             continue
@@ -130,6 +138,7 @@ def ticker_rows(
     symbols: list[str],
     received_ms: int,
     run_id: str | None,
+    unparsed: list[tuple[dict[str, Any], str | None, str]] = (),
 ) -> Batch:
     """Normalize ccxt ``fetch_tickers`` output for the requested ``symbols``.
 
@@ -157,7 +166,7 @@ def ticker_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build)
+    return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build, unparsed)
 
 
 def funding_rate_rows(
@@ -167,6 +176,7 @@ def funding_rate_rows(
     received_ms: int,
     run_id: str | None,
     max_abs_rate: float,
+    unparsed: list[tuple[dict[str, Any], str | None, str]] = (),
 ) -> Batch:
     """Normalize ccxt ``fetch_funding_rates`` output for the requested ``symbols``.
 
@@ -199,7 +209,7 @@ def funding_rate_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "funding_rates"), rates, symbols, run_id, build)
+    return _normalize_each(Batch(exchange, "funding_rates"), rates, symbols, run_id, build, unparsed)
 
 
 def _funding_rate(item: dict[str, Any], max_abs_rate: float) -> float:

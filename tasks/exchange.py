@@ -79,9 +79,10 @@ async def fetch_tickers(
 ) -> tuple[normalize.Batch, float]:
     """Fetch and normalize ``venue``'s tickers for ``markets``; returns (batch, latency ms)."""
     started = time.perf_counter()
-    tickers, received = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
+    tickers, received, unparsed = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
     latency = (time.perf_counter() - started) * 1000
-    return normalize.ticker_rows(venue.label, tickers, list(markets), received, run_id), latency
+    batch = normalize.ticker_rows(venue.label, tickers, list(markets), received, run_id, unparsed)
+    return batch, latency
 
 
 @task(
@@ -100,10 +101,10 @@ async def fetch_funding_rates(
 ) -> tuple[normalize.Batch, float]:
     """Fetch and normalize current/predicted funding rates; returns (batch, latency ms)."""
     started = time.perf_counter()
-    rates, received = await exchanges.fetch_funding_rates(venue, markets, per_symbol_max)
+    rates, received, unparsed = await exchanges.fetch_funding_rates(venue, markets, per_symbol_max)
     latency = (time.perf_counter() - started) * 1000
     batch = normalize.funding_rate_rows(
-        venue.label, rates, list(markets), received, run_id, max_abs_rate
+        venue.label, rates, list(markets), received, run_id, max_abs_rate, unparsed
     )
     return batch, latency
 

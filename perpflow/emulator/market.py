@@ -1,4 +1,4 @@
-"""Deterministic synthetic market: instruments, prices and funding, independent of any venue format.
+"""Deterministic synthetic market: instruments, prices and funding, whatever the venue format.
 
 Everything here is a pure function of ``(seed, venue name, instrument, time)``, so two emulators
 built with the same arguments answer every request identically, whatever order the requests come
@@ -22,11 +22,13 @@ PRELAUNCH = "prelaunch"
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-# Value-noise octaves for the price path: knot spacing 1 min * 4**j (1 min .. ~11 days).
-_OCTAVE_PERIODS_MS = tuple(60_000 * 4**j for j in range(8))
+# Value-noise octaves for the price path: knot spacing 1 min * 8**j (1 min .. ~2.8 days).
+_OCTAVES = 5
+_OCTAVE_PERIODS_MS = tuple(60_000 * 8**j for j in range(_OCTAVES))
 _DAILY_VOL = 0.03
 _OCTAVE_AMPLITUDES = tuple(_DAILY_VOL * math.sqrt(p / DAY_MS) for p in _OCTAVE_PERIODS_MS)
-_MAJORS = {"BTC": (65_000.0, 2.0e10), "ETH": (3_200.0, 1.0e10)}  # reference price, 24h quote volume
+# Reference price and typical 24h quote volume of the two majors (others are drawn at random).
+_MAJORS = {"BTC": (65_000.0, 2.0e10), "ETH": (3_200.0, 1.0e10)}
 
 
 def mix(x: int) -> int:
@@ -104,7 +106,8 @@ class Instrument:
     @property
     def is_usdt_perpetual(self) -> bool:
         """True for a trading linear USDT-margined perpetual (the bulk of a generated venue)."""
-        return self.kind == PERPETUAL and self.quote == self.settle == "USDT" and self.status == TRADING
+        usdt_margined = self.quote == self.settle == "USDT"
+        return self.kind == PERPETUAL and usdt_margined and self.status == TRADING
 
     @property
     def symbol(self) -> str:
@@ -131,22 +134,43 @@ def floor_to(t_ms: int, step_ms: int) -> int:
 
 
 def next_quarterly_expiry(now_ms: int) -> int:
-    """The next quarterly expiry (last Friday of Mar/Jun/Sep/Dec, 08:00 UTC) at least 7 days away."""
+    """Next quarterly expiry (last Friday of Mar/Jun/Sep/Dec, 08:00 UTC) at least 7 days away."""
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
     year, month = now.year, now.month
     while True:
         if month % 3 == 0:
-            last_day = datetime(year + month // 12, month % 12 + 1, 1, 8, tzinfo=UTC) - timedelta(days=1)
+            next_month = datetime(year + month // 12, month % 12 + 1, 1, 8, tzinfo=UTC)
+            last_day = next_month - timedelta(days=1)
             expiry = last_day - timedelta(days=(last_day.weekday() - 4) % 7)
             if expiry - now >= timedelta(days=7):
                 return int(expiry.timestamp() * 1000)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 
 
+@dataclass(frozen=True)
+class Quote:
+    """One instrument's market at an instant. Prices in quote currency; ``bid_size``,
+    ``ask_size`` and ``base_volume`` in base currency; ``quote_volume`` in quote currency."""
+
+    last: float
+    bid: float
+    ask: float
+    mark: float
+    index: float
+    open_24h: float
+    high_24h: float
+    low_24h: float
+    base_volume: float
+    quote_volume: float
+    bid_size: float
+    ask_size: float
+
+
 class SyntheticMarket:
     """The instruments of one generated venue and their deterministic prices and funding.
 
-    ``perpetuals`` linear USDT perpetuals (BTC, ETH, then ``C001``...) come first, then ``extras``.
+    ``perpetuals`` linear USDT perpetuals (BTC, ETH, then ``C001``...) come first, then
+    ``extras``.
     ``listed_ms`` is when every instrument was listed (its funding history starts at the first
     interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
     ``funding_cap`` bounds |funding rate| per interval. Raises ``ValueError`` for
@@ -196,11 +220,13 @@ class SyntheticMarket:
             interval_h=interval if spec.kind == PERPETUAL else None,
             listed_ms=self.listed_ms,
             ref_price=ref_price,
-            price_decimals=min(8, max(0, 4 - magnitude)),
+            price_decimals=min(8, max(0, 5 - magnitude)),
             qty_decimals=min(3, max(0, magnitude - 1)),
             quote_volume=volume,
             key=key,
-            octave_keys=tuple(mix(key ^ (octave + 1) * _GOLDEN & _MASK) for octave in range(8)),
+            octave_keys=tuple(
+                mix(key ^ octave * _GOLDEN & _MASK) for octave in range(1, _OCTAVES + 1)
+            ),
         )
 
     @staticmethod
@@ -214,8 +240,15 @@ class SyntheticMarket:
             knot, rest = divmod(t_ms, period)
             frac = rest / period
             frac = frac * frac * (3.0 - 2.0 * frac)
-            left = mix(octave_key ^ knot)
-            right = mix(octave_key ^ (knot + 1))
+            # mix() inlined for the two knots around t_ms: this loop is the hot path of tickers.
+            left = ((octave_key ^ knot) + _GOLDEN) & _MASK
+            right = ((octave_key ^ (knot + 1)) + _GOLDEN) & _MASK
+            left = ((left ^ (left >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+            right = ((right ^ (right >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+            left = ((left ^ (left >> 27)) * 0x94D049BB133111EB) & _MASK
+            right = ((right ^ (right >> 27)) * 0x94D049BB133111EB) & _MASK
+            left ^= left >> 31
+            right ^= right >> 31
             log_move += amplitude * (2.0 * (left + (right - left) * frac) / 2.0**64 - 1.0)
         return inst.ref_price * math.exp(log_move)
 
@@ -256,3 +289,33 @@ class SyntheticMarket:
     def current_funding_rate(self, inst: Instrument, now_ms: int) -> float:
         """The rate shown now for the upcoming settlement: exactly what will be settled then."""
         return self.funding_rate(inst, self.next_funding_ms(inst, now_ms))
+
+    def quote(self, inst: Instrument, now_ms: int) -> Quote:
+        """The market of ``inst`` at ``now_ms``: last, bid and ask on the tick grid with
+        bid < ask and bid <= last <= ask, mark and index within a few bp of last, 24h stats."""
+        scale = 10**inst.price_decimals
+        last = self.price(inst, now_ms)
+        last_ticks = max(2, round(last * scale))
+        noise = mix(inst.key ^ (now_ms // 1000) * _GOLDEN & _MASK)
+        bid_ticks = last_ticks - (noise & 1)
+        ask_ticks = bid_ticks + 1 + (noise >> 1 & 1)
+        u1, u2, u3, u4 = ((noise >> shift & 0xFFFF) / 65536.0 for shift in (0, 16, 32, 48))
+        hourly = mix(inst.key ^ (now_ms // HOUR_MS) * _GOLDEN & _MASK)
+        h1, h2, h3 = ((hourly >> shift & 0xFFFF) / 65536.0 for shift in (0, 16, 32))
+        last = last_ticks / scale
+        open_24h = self.price(inst, now_ms - DAY_MS)
+        quote_volume = inst.quote_volume * (0.6 + 0.8 * h3)
+        return Quote(
+            last=last,
+            bid=bid_ticks / scale,
+            ask=ask_ticks / scale,
+            mark=last * (1 + 0.0004 * (u1 - 0.5)),
+            index=last * (1 + 0.0006 * (u2 - 0.5)),
+            open_24h=open_24h,
+            high_24h=max(open_24h, last) * (1 + 0.03 * h1),
+            low_24h=min(open_24h, last) * (1 - 0.03 * h2),
+            quote_volume=quote_volume,
+            base_volume=quote_volume * 2 / (open_24h + last),
+            bid_size=(500 + 50_000 * u3) / last,
+            ask_size=(500 + 50_000 * u4) / last,
+        )

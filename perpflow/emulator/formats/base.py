@@ -1,0 +1,143 @@
+"""The part every generated venue format shares: routing, instrument lookup, ticker tampering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar
+
+from perpflow.emulator.market import TRADING, Instrument, InstrumentSpec, SyntheticMarket, unit
+from perpflow.emulator.wire import ErrorStyle, Reply, VenueError
+
+Handler = Callable[[Mapping[str, str], int], Reply]
+
+MALFORMED_KINDS = ("negative_price", "non_numeric_price", "missing_symbol")
+NON_NUMERIC_PRICE = "n/a"
+
+
+class TickerTamper:
+    """Deliberately bad ticker rows for quarantine tests.
+
+    ``malformed`` maps an instrument position (index into ``SyntheticMarket.instruments``) to one
+    of ``MALFORMED_KINDS``: ``negative_price`` (last price sign flipped), ``non_numeric_price``
+    (last price ``"n/a"``) or ``missing_symbol`` (the row's symbol field removed). Instruments
+    whose position is in ``dropped`` are left out of the tickers response entirely.
+    """
+
+    def __init__(self, malformed: Mapping[int, str], dropped: frozenset[int]) -> None:
+        self.malformed = dict(malformed)
+        self.dropped = dropped
+
+    @classmethod
+    def build(
+        cls, market: SyntheticMarket, by_id: Mapping[str, int], malformed: Mapping[str | int, str],
+        drop_fraction: float,
+    ) -> TickerTamper:
+        """From ``malformed`` keyed by venue id or position, and the fraction of instruments to
+        drop (chosen deterministically from each instrument's key). Raises ``ValueError`` for
+        an unknown instrument or kind, or a fraction outside ``[0, 1)``."""
+        if not 0.0 <= drop_fraction < 1.0:
+            raise ValueError(f"drop_tickers: expected a fraction in [0, 1), got {drop_fraction!r}")
+        positions = {}
+        for key, kind in malformed.items():
+            if kind not in MALFORMED_KINDS:
+                raise ValueError(f"malformed: kind must be one of {MALFORMED_KINDS}, got {kind!r}")
+            position = key if isinstance(key, int) else by_id.get(key, -1)
+            if not 0 <= position < len(market.instruments):
+                raise ValueError(f"malformed: no instrument {key!r} on this venue")
+            positions[position] = kind
+        dropped = frozenset(
+            p for p, inst in enumerate(market.instruments) if unit(inst.key, 99) < drop_fraction
+        )
+        return cls(positions, dropped)
+
+    def apply(
+        self, rows: Iterable[tuple[int, dict]], symbol_field: str, last_field: str
+    ) -> list[dict]:
+        """The rows (``(position, row)`` pairs) as served: dropped ones removed, malformed ones
+        altered in place."""
+        served = []
+        for position, row in rows:
+            if position in self.dropped:
+                continue
+            kind = self.malformed.get(position)
+            if kind == "negative_price":
+                row[last_field] = "-" + row[last_field]
+            elif kind == "non_numeric_price":
+                row[last_field] = NON_NUMERIC_PRICE
+            elif kind == "missing_symbol":
+                del row[symbol_field]
+            served.append(row)
+        return served
+
+
+class GeneratedFormat:
+    """One venue's REST dialect over a ``SyntheticMarket``.
+
+    Subclasses set the class data (``ccxt_id``, ``extras``: non-default instruments the venue
+    lists, ``funding_cap``: bound on |rate| per interval, ``errors``, and the symbol and last-price
+    field names of their ticker rows), ``market_id`` and ``routes``. ``malformed`` and
+    ``drop_tickers`` configure the ``TickerTamper`` (see ``GeneratedVenue``).
+    """
+
+    ccxt_id: ClassVar[str]
+    extras: ClassVar[tuple[InstrumentSpec, ...]]
+    funding_cap: ClassVar[float]
+    errors: ClassVar[ErrorStyle]
+    symbol_field: ClassVar[str]
+    last_field: ClassVar[str]
+
+    def __init__(
+        self, market: SyntheticMarket, malformed: Mapping[str | int, str] | None = None,
+        drop_tickers: float = 0.0,
+    ) -> None:
+        self.market = market
+        self.ids = [self.market_id(inst) for inst in market.instruments]
+        self.by_id = {market_id: position for position, market_id in enumerate(self.ids)}
+        self.tamper = TickerTamper.build(market, self.by_id, malformed or {}, drop_tickers)
+        self.order = self.listing_order()
+        self._routes = self.routes()
+
+    @staticmethod
+    def market_id(inst: Instrument) -> str:
+        """The venue's own id of ``inst`` (``BTCUSDT``, ``BTC-USDT-SWAP``...)."""
+        raise NotImplementedError
+
+    def listing_order(self) -> list[int]:
+        """Positions in the order the venue lists its instruments (default: generation order)."""
+        return list(range(len(self.ids)))
+
+    def routes(self) -> dict[str, Handler]:
+        """Path (without the venue prefix) -> handler ``(query, now_ms) -> Reply``."""
+        raise NotImplementedError
+
+    def handle(self, method: str, path: str, query: Mapping[str, str], now_ms: int) -> Reply:
+        """Answer one request; unknown routes and rejected parameters get the venue's error."""
+        handler = self._routes.get(path)
+        if handler is None or method != "GET":
+            return self.errors.reply("not_found", now_ms, detail=path)
+        try:
+            return handler(query, now_ms)
+        except VenueError as error:
+            return self.errors.reply(error.kind, now_ms, detail=error.detail)
+
+    def lookup(self, market_id: str | None, funded: bool = False) -> tuple[int, Instrument]:
+        """``(position, instrument)`` for the venue id; raises ``VenueError('bad_symbol')`` when
+        unknown (or, with ``funded``, when it pays no funding)."""
+        position = self.by_id.get(market_id or "")
+        if position is None:
+            raise VenueError("bad_symbol", market_id or "")
+        inst = self.market.instruments[position]
+        if funded and inst.interval_h is None:
+            raise VenueError("bad_symbol", market_id or "")
+        return position, inst
+
+    def selected(self, market_id: str | None) -> list[tuple[int, Instrument]]:
+        """The one instrument named by ``market_id``, or every listed (non-prelaunch) one."""
+        if market_id:
+            return [self.lookup(market_id)]
+        instruments = self.market.instruments
+        return [(p, instruments[p]) for p in self.order if instruments[p].status == TRADING]
+
+    def tampered(self, rows: Iterable[tuple[int, dict]]) -> list[dict]:
+        """Ticker rows after the configured malformed/dropped alterations."""
+        return self.tamper.apply(rows, self.symbol_field, self.last_field)
