@@ -149,8 +149,9 @@ async def _bulk(
         if not isinstance(rows, list):
             raise
     wanted, parsed, unparsed = set(symbols), {}, []
+    id_key = capability(venue.id).row_id_key
     for raw in rows:
-        symbol = client.safe_symbol(raw.get(capability(venue.id).row_id_key)) if isinstance(raw, dict) else None
+        symbol = client.safe_symbol(raw.get(id_key)) if isinstance(raw, dict) else None
         try:
             item = getattr(client, parser)(raw)
         except PARSE_ERRORS + (ccxt.BaseError,) as exc:
@@ -395,8 +396,12 @@ async def fetch_funding_history(
                 params,
             )
             stamps = [row["timestamp"] for row in page if isinstance(row.get("timestamp"), int)]
-            rows.extend(row for row in page if row.get("timestamp") not in seen)
-            seen.update(stamps)
+            for row in page:
+                stamp = row.get("timestamp")
+                if stamp not in seen:
+                    rows.append(row)
+                    if isinstance(stamp, int):
+                        seen.add(stamp)
             full = len(page) >= cap.history_page_limit and stamps
             cursor = max(stamps) + 1 if full else upper + 1
     return rows

@@ -45,6 +45,9 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
+LIVE_FETCH: dict[str, Any] = {"cache_policy": NO_CACHE, "timeout_seconds": 120, **RETRY_POLICY}
+
+
 def _venue_cache_key(context, parameters: dict[str, Any]) -> str:
     venue: ExchangeConfig = parameters["venue"]
     # id + options + URL override: the same venue config shares one cached market list.
@@ -70,9 +73,7 @@ async def load_markets(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
 @task(
     name="fetch-tickers",
     task_run_name="fetch-tickers-{venue.label}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=120,
-    **RETRY_POLICY,
+    **LIVE_FETCH,
 )
 async def fetch_tickers(
     venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int, run_id: str
@@ -88,9 +89,7 @@ async def fetch_tickers(
 @task(
     name="fetch-funding-rates",
     task_run_name="fetch-funding-rates-{venue.label}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=120,
-    **RETRY_POLICY,
+    **LIVE_FETCH,
 )
 async def fetch_funding_rates(
     venue: ExchangeConfig,
@@ -112,9 +111,7 @@ async def fetch_funding_rates(
 @task(
     name="fetch-funding-history",
     task_run_name="fetch-funding-history-{venue.label}",
-    cache_policy=NO_CACHE,
-    timeout_seconds=900,
-    **RETRY_POLICY,
+    **{**LIVE_FETCH, "timeout_seconds": 900},
 )
 async def fetch_funding_history(
     venue: ExchangeConfig,
