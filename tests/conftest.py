@@ -46,21 +46,24 @@ async def _drop_pg_database(name: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request, tmp_path):
-    """A URL of an empty, real database of each dialect (schema created), removed afterwards."""
+async def blank_database_url(request, tmp_path):
+    """A URL of an empty, real database of each dialect (no schema), removed afterwards."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'perpflow.sqlite'}"
-        name = None
-    else:
-        name = await _create_pg_database()
-        base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        url = f"{base}/{name}"
-    engine = create_engine(url)
+        yield f"sqlite+aiosqlite:///{tmp_path / 'perpflow.sqlite'}"
+        return
+    name = await _create_pg_database()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    yield f"{base}/{name}"
+    await _drop_pg_database(name)
+
+
+@pytest.fixture
+async def database_url(blank_database_url):
+    """A URL of a real database of each dialect, migrated to the newest schema revision."""
+    engine = create_engine(blank_database_url)
     await init_schema(engine)
     await engine.dispose()
-    yield url
-    if name:
-        await _drop_pg_database(name)
+    return blank_database_url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from perpflow.scope import borrow
 from perpflow.settings import check_database_url
-from perpflow.store.schema import metadata
+from perpflow.store.migrate import upgrade
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -45,9 +45,12 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 async def init_schema(engine: AsyncEngine) -> None:
-    """Create the tables that do not exist yet (idempotent)."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Bring the database to the newest schema revision (Alembic; idempotent, cheap at head).
+
+    An empty database is created from scratch; one made before migrations existed is stamped and
+    upgraded in place without losing rows (see ``perpflow.store.migrate``).
+    """
+    await upgrade(engine)
 
 
 def run_engine(url: str) -> AbstractAsyncContextManager[AsyncEngine]:

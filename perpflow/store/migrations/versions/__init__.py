@@ -1,0 +1,1 @@
+"""Alembic revisions of the market database, oldest first (``NNNN_name.py``)."""
