@@ -3,6 +3,9 @@
 All timestamps are timezone-aware UTC (``TIMESTAMPTZ`` on PostgreSQL; ISO text on SQLite, given
 back as aware datetimes). Prices are in quote currency; funding rates are fractions per funding
 interval, stored as given, with ``interval_hours`` beside them.
+
+The schema is changed through Alembic revisions (``perpflow/store/migrations``); on PostgreSQL
+``tickers`` and ``funding_rates`` are partitioned by day there (``perpflow.store.partitions``).
 """
 
 from __future__ import annotations
