@@ -70,15 +70,21 @@ async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunC
         venues = [venue for venue in venues if venue.enabled]
     else:
         venues = settings.enabled_exchanges
-    url = settings.database_url
-    if database:
-        url = (await MarketDatabase.aload(database)).url
-        check_database_url(url.get_secret_value())
+    url = await database_url(settings, database)
     labels = [venue.label for venue in venues]
     if len(set(labels)) != len(labels):
         raise ValueError(f"exchanges: venue labels must be unique, got {labels!r}")
     run_id = str(flow_run.id or uuid.uuid4())
     return RunContext(settings, url, run_id, venues)
+
+
+async def database_url(settings: Settings, database: str | None) -> SecretStr:
+    """The URL of the named ``perpflow-market-database`` block (checked), else the settings'."""
+    if not database:
+        return settings.database_url
+    url = (await MarketDatabase.aload(database)).url
+    check_database_url(url.get_secret_value())
+    return url
 
 
 async def venue_markets(ctx: RunContext, venue: ExchangeConfig) -> dict[str, dict[str, Any]]:

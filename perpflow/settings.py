@@ -124,6 +124,43 @@ class Settings(BaseSettings):
         0.05, gt=0, description="|fundingRate| above this (fraction per interval) is quarantined"
     )
 
+    # maintain-database: statement bounds and decision thresholds (README "Database maintenance")
+    maintenance_lock_timeout_seconds: float = Field(
+        5.0, gt=0, description="longest wait of a maintenance statement for a lock"
+    )
+    maintenance_statement_timeout_seconds: float = Field(
+        900.0, gt=0, description="longest run of one maintenance statement"
+    )
+    maintenance_dead_tuple_fraction: float = Field(
+        0.1, ge=0, le=1, description="VACUUM a table whose dead tuples reach this share"
+    )
+    maintenance_dead_tuple_min: int = Field(1000, ge=0, description="... and at least this many")
+    maintenance_index_bloat_fraction: float = Field(
+        0.3, ge=0, le=1, description="REINDEX CONCURRENTLY an index with this estimated bloat"
+    )
+    maintenance_index_min_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="... when it is at least this large"
+    )
+    maintenance_sqlite_free_fraction: float = Field(
+        0.2, ge=0, le=1, description="VACUUM SQLite when this share of the file is free pages"
+    )
+    maintenance_sqlite_delete_batch: int = Field(5000, gt=0, description="rows per retention DELETE")
+    retention_days: dict[str, int] = Field(
+        default_factory=lambda: {"tickers": 90, "funding_rates": 365},
+        description="days kept per table (tickers, funding_rates); absent: kept forever",
+    )
+    partitions_ahead_days: int = Field(7, ge=0, description="daily partitions created ahead")
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retained_tables(cls, value: dict[str, int]) -> dict[str, int]:
+        for table, days in value.items():
+            if table not in ("tickers", "funding_rates"):
+                raise ValueError(f"retention_days: table {table!r} has no retention (tickers, funding_rates)")
+            if days < 1:
+                raise ValueError(f"retention_days.{table}: {days!r} days; expected at least 1")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _supported_url(cls, value: SecretStr) -> SecretStr:

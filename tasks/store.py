@@ -23,7 +23,7 @@ STORE_POLICY: dict[str, Any] = {
 
 @task(name="prepare-database", **STORE_POLICY)
 async def prepare_database(url: SecretStr) -> None:
-    """Create the schema's missing tables."""
+    """Bring the database to the newest schema revision (Alembic; cheap when already there)."""
     async with store.run_engine(url.get_secret_value()) as engine:
         await store.init_schema(engine)
 

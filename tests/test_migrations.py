@@ -3,7 +3,6 @@ both reach head, the result matches ``schema.py``, and a second upgrade changes 
 
 from __future__ import annotations
 
-import re
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -13,6 +12,7 @@ from perpflow.normalize import funding_rate_rows, ms_to_datetime, ticker_rows
 from perpflow.store import (
     LedgerEntry,
     collection_ledger,
+    insert_new,
     create_engine,
     funding_rates,
     init_schema,
@@ -22,11 +22,11 @@ from perpflow.store import (
     tickers,
 )
 from perpflow.store.migrate import current_revisions, head_revisions
+from perpflow.store.partitions import partition_day
 
 FOUNDATION_TABLES = (
     "instruments", "tickers", "funding_rates", "funding_history", "quarantine", "collection_ledger",
 )
-PARTITION = re.compile(r"_p\d{8}$")
 DAY_MS = 86_400_000
 NOW = 1_763_900_000_000
 
@@ -35,7 +35,7 @@ def _schema_diff(connection) -> list:
     """Differences between the migrated database and ``schema.py`` (daily partitions and the
     indexes only PostgreSQL's layout has are the migrations' own, not the metadata's)."""
     def include(name, type_, parent_names) -> bool:
-        return not (type_ == "table" and PARTITION.search(name)) and not (
+        return not (type_ == "table" and partition_day(name)) and not (
             type_ == "index" and name.endswith("_brin")
         )
 
@@ -78,19 +78,19 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
             await conn.run_sync(
                 metadata.create_all, tables=[metadata.tables[name] for name in FOUNDATION_TABLES]
             )
-        symbols = [f"S{i}/USDT:USDT" for i in range(30)]
-        for day in range(3):  # three days of rows, one of them quarantined per batch
-            at = NOW - day * DAY_MS
-            data = {s: {"symbol": s, "timestamp": at, "bid": 1.0 + i, "ask": 2.0 + i, "last": 1.5 + i}
-                    for i, s in enumerate(symbols)}
-            data[symbols[0]]["last"] = -1.0
-            await store_batch(engine, tickers, ticker_rows("venue", data, symbols, at, f"r{day}"),
-                              _entry(f"r{day}", "tickers"))
-            rates = {s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
-                     for i, s in enumerate(symbols)}
-            await store_batch(engine, funding_rates,
-                              funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05),
-                              _entry(f"f{day}", "funding_rates"))
+            symbols = [f"S{i}/USDT:USDT" for i in range(30)]
+            for day in range(3):  # three days of rows, one quarantined per batch
+                at = NOW - day * DAY_MS
+                data = {s: {"symbol": s, "timestamp": at, "bid": 1.0 + i, "ask": 2.0 + i, "last": 1.5 + i}
+                        for i, s in enumerate(symbols)}
+                data[symbols[0]]["last"] = -1.0
+                batch = ticker_rows("venue", data, symbols, at, f"r{day}")
+                await insert_new(conn, tickers, batch.rows)
+                await conn.execute(quarantine.insert(), batch.quarantine)
+                rates = {s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
+                         for i, s in enumerate(symbols)}
+                await insert_new(conn, funding_rates,
+                                 funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05).rows)
         before = await _dump(engine)
         assert len(before["tickers"]) == 3 * 29 and len(before["funding_rates"]) == 3 * 30
 

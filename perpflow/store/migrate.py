@@ -6,13 +6,11 @@ or working directory is needed. A database made by the foundation's ``metadata.c
 then upgraded in place: no row is lost. On PostgreSQL the whole upgrade is one transaction under
 an advisory lock, so flows starting together migrate once.
 
-``python -m perpflow.store.migrate [URL]`` upgrades ``URL`` (default ``PERPFLOW_DATABASE_URL``).
+``python -m perpflow.store [URL]`` upgrades ``URL`` (default ``PERPFLOW_DATABASE_URL``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,17 +67,3 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Bring ``engine``'s database to the head revision (see ``upgrade_connection``)."""
     async with engine.begin() as conn:
         await conn.run_sync(upgrade_connection)
-
-
-if __name__ == "__main__":
-    from perpflow.settings import load_settings
-    from perpflow.store.engine import create_engine
-
-    async def _main(url: str) -> None:
-        engine = create_engine(url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(_main(sys.argv[1] if len(sys.argv) > 1 else load_settings().database_url.get_secret_value()))

@@ -3,6 +3,9 @@
 All timestamps are timezone-aware UTC (``TIMESTAMPTZ`` on PostgreSQL; ISO text on SQLite, given
 back as aware datetimes). Prices are in quote currency; funding rates are fractions per funding
 interval, stored as given, with ``interval_hours`` beside them.
+
+The schema is changed through Alembic revisions (``perpflow/store/migrations``); on PostgreSQL
+``tickers`` and ``funding_rates`` are partitioned by day there (``perpflow.store.partitions``).
 """
 
 from __future__ import annotations
@@ -151,3 +154,24 @@ collection_ledger = Table(
 )
 
 MARKET_DATA = {t.name: t for t in (tickers, funding_rates, funding_history)}
+
+# maintain-database: the figures of each run's report, one row per object, for trends.
+maintenance_results = Table(
+    "maintenance_results",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("object", String(128), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("table_name", String(128)),
+    Column("size_before", BigInteger),
+    Column("size_after", BigInteger),
+    Column("dead_before", BigInteger),
+    Column("dead_after", BigInteger),
+    Column("bloat_before", Float),
+    Column("bloat_after", Float),
+    Column("bloat_source", String(16)),
+    Column("actions", Text),
+    Column("seconds", Float),
+    Column("detail", Text),
+    _ts("recorded_at", nullable=False),
+)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.normalize import Batch
+from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.schema import collection_ledger, funding_history, instruments, quarantine
 
 
@@ -102,8 +103,10 @@ async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: Le
     """Store one normalized batch, its quarantine rows and its ledger row in one transaction.
 
     A retried call after a failure repeats nothing (the failed transaction left no trace, and the
-    market rows are keyed). Returns the counts written to the ledger.
+    market rows are keyed). Returns the counts written to the ledger. On PostgreSQL the daily
+    partitions the rows need are made first (``perpflow.store.partitions``).
     """
+    await ensure_row_partitions(engine, table, batch.rows)
     async with engine.begin() as conn:
         stored = await insert_new(conn, table, batch.rows)
         if batch.quarantine:

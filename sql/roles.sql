@@ -1,0 +1,36 @@
+-- Roles of the market database (PostgreSQL). Run as a superuser once the schema is at head
+-- (python -m perpflow.store), in the market database:
+--   psql "postgresql://postgres@HOST:5432/perpflow" -v collector=perpflow_collector \
+--        -v collector_password="$COLLECTOR_PASSWORD" -v maintainer=perpflow_maintainer \
+--        -v maintainer_password="$MAINTAINER_PASSWORD" -f sql/roles.sql
+-- Idempotent. The collector may only read and add market data (and upsert the instrument and
+-- ledger bookkeeping rows the collection flows keep); the maintainer owns the schema: it runs
+-- the migrations and the maintain-database flow.
+\set ON_ERROR_STOP on
+
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'maintainer', :'maintainer_password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'maintainer') \gexec
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'collector', :'collector_password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'collector') \gexec
+
+-- Statistics views, pgstattuple and pg_stat_statements for the maintainer's measurements.
+GRANT pg_monitor TO :"maintainer";
+GRANT CONNECT, TEMPORARY ON DATABASE :"DBNAME" TO :"maintainer", :"collector";
+SELECT format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', current_schema(), :'maintainer') \gexec
+SELECT format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), :'collector') \gexec
+
+-- The maintainer owns every table (partitions included; indexes and owned sequences follow)
+-- and the partition function, which runs with its owner's rights for the collector.
+SELECT format('ALTER TABLE %I OWNER TO %I', c.relname, :'maintainer')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') \gexec
+ALTER FUNCTION perpflow_ensure_partition(text, date) OWNER TO :"maintainer";
+REVOKE ALL ON FUNCTION perpflow_ensure_partition(text, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION perpflow_ensure_partition(text, date) TO :"collector";
+
+-- The collector: read and insert market data; no UPDATE, DELETE, TRUNCATE or DDL on it.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"collector";
+GRANT SELECT, INSERT ON tickers, funding_rates, funding_history, quarantine TO :"collector";
+GRANT SELECT, INSERT, UPDATE ON instruments, collection_ledger TO :"collector";
+GRANT SELECT ON alembic_version TO :"collector";
+GRANT USAGE ON SEQUENCE quarantine_id_seq TO :"collector";
