@@ -17,6 +17,11 @@ from perpflow.settings import load_settings
 from tasks.maintenance import measure_database, record_maintenance, run_action
 from tasks.store import prepare_database
 
+class MaintenanceStepsFailed(RuntimeError):
+    """Raised at the end of a run (after the report) when an action failed for a reason other
+    than a timeout, so that the run ends Failed for the UI and automations."""
+
+
 REPORT_KEY = "maintain-database-report"
 PROGRESS_KEY = "maintain-database-progress"
 
@@ -42,7 +47,8 @@ async def maintain_database(
     drop of invalid reindex leftovers), ``retention``, ``partitions`` (PostgreSQL days ahead),
     ``checkpoint`` (SQLite WAL). Returns the report rows (one per object, sizes in bytes, bloat as
     fractions); publishes them as the ``maintain-database-report`` markdown artifact and stores
-    them in ``maintenance_results``. A step that timed out is reported and left for the next run.
+    them in ``maintenance_results``. A step that timed out is reported and left for the next run;
+    one that failed otherwise raises ``MaintenanceStepsFailed`` once the report is published.
     """
     settings = load_settings()
     url = await database_url(settings, database)
@@ -72,6 +78,9 @@ async def maintain_database(
         key=REPORT_KEY,
         description=f"maintain-database run {run_id}: before/after per object",
     )
+    failed = [f"{o.action.step} {o.action.target}: {o.detail}" for o in outcomes if o.status == "failed"]
+    if failed:
+        raise MaintenanceStepsFailed(f"{len(failed)} maintenance step(s) failed: " + "; ".join(failed))
     return rows
 
 

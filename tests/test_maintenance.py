@@ -139,6 +139,24 @@ async def test_bloat_is_measured_then_removed_on_postgresql(pg_name, monkeypatch
     assert (stored.size_before, stored.size_after, stored.actions) == (pkey["size_before"], pkey["size_after"], "reindex:done")
 
 
+async def test_a_step_meeting_a_lock_times_out_and_is_left_for_the_next_run(pg_name, monkeypatch):
+    part = await _bloat_today(_dsn(pg_name), rows=2000)
+    _env(monkeypatch, _url(pg_name), PERPFLOW_MAINTENANCE_LOCK_TIMEOUT_SECONDS="0.5")
+    holder = await asyncpg.connect(_dsn(pg_name))
+    try:
+        async with holder.transaction():  # the lock VACUUM needs, held by someone else
+            await holder.execute(f"LOCK TABLE {part} IN SHARE UPDATE EXCLUSIVE MODE")
+            rows = rows_by(await maintain_database(retention=False, partitions=False))
+    finally:
+        await holder.close()
+    assert "vacuum:timed_out" in rows[part]["actions"]
+    assert rows[part]["dead_after"] == rows[part]["dead_before"] >= 100  # not forced
+    assert f"- vacuum {part}: timed_out (canceling statement due to lock timeout)" in await _report_markdown()
+
+    rows = rows_by(await maintain_database(retention=False, partitions=False))  # the next run
+    assert "vacuum:done" in rows[part]["actions"] and rows[part]["dead_after"] == 0
+
+
 def _entry(run_id: str) -> LedgerEntry:
     now = datetime.now(UTC)
     return LedgerEntry(run_id, "venue", "tickers", "ok", now, now)
@@ -150,6 +168,13 @@ async def _store_ticker_at(engine, at: datetime, run_id: str):
     return await store_batch(engine, tickers, ticker_rows("venue", data, ["A/USDT:USDT"], ms, run_id), _entry(run_id))
 
 
+async def _tickers_partitions(engine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.exec_driver_sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'tickers'::regclass")).scalars())
+
+
 async def test_retention_drops_exactly_expired_partitions_and_creates_upcoming(pg_name, monkeypatch):
     now = datetime.now(UTC)
     engine = create_engine(_url(pg_name))
@@ -157,11 +182,14 @@ async def test_retention_drops_exactly_expired_partitions_and_creates_upcoming(p
         for back in range(7):  # one row on each of the last 7 days (partitions made on demand)
             await _store_ticker_at(engine, now - timedelta(days=back), f"r{back}")
         _env(monkeypatch, _url(pg_name), PERPFLOW_RETENTION_DAYS='{"tickers": 3}')
+        present = await _tickers_partitions(engine)
+        planned = await maintain_database(dry_run=True)
+        assert {r["actions"] for r in planned if r["object"] in present and r["actions"]} == {"retention:planned"}
+        assert await _tickers_partitions(engine) == present  # a dry run changes nothing
+
         await maintain_database()
+        names = await _tickers_partitions(engine)
         async with engine.connect() as conn:
-            names = set((await conn.exec_driver_sql(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'tickers'::regclass")).scalars())
             kept = (await conn.execute(select(func.count()).select_from(tickers))).scalar_one()
         cutoff = now - timedelta(days=3)
         old = {partition_name("tickers", (now - timedelta(days=b)).date()) for b in range(7)}

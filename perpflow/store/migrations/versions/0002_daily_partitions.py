@@ -24,7 +24,7 @@ TABLES = ("tickers", "funding_rates")
 
 ENSURE_PARTITION = """
 CREATE OR REPLACE FUNCTION perpflow_ensure_partition(parent text, day date) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp SET lock_timeout = '5s' AS $fn$
 DECLARE
     part text := parent || '_p' || to_char(day, 'YYYYMMDD');
 BEGIN
