@@ -7,7 +7,11 @@ import uuid
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import acreate_markdown_artifact, acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+)
 from prefect.runtime import flow_run
 
 from flows.common import database_url
@@ -16,6 +20,7 @@ from perpflow.scope import RunScope
 from perpflow.settings import load_settings
 from tasks.maintenance import measure_database, record_maintenance, run_action
 from tasks.store import prepare_database
+
 
 class MaintenanceStepsFailed(RuntimeError):
     """Raised at the end of a run (after the report) when an action failed for a reason other
@@ -53,8 +58,15 @@ async def maintain_database(
     settings = load_settings()
     url = await database_url(settings, database)
     limits, policy = Limits.from_settings(settings), Policy.from_settings(settings)
-    flags = {"integrity": integrity, "vacuum": vacuum, "analyze": analyze, "reindex": reindex,
-             "retention": retention, "partitions": partitions, "checkpoint": checkpoint}
+    flags = {
+        "integrity": integrity,
+        "vacuum": vacuum,
+        "analyze": analyze,
+        "reindex": reindex,
+        "retention": retention,
+        "partitions": partitions,
+        "checkpoint": checkpoint,
+    }
     run_id = str(flow_run.id or uuid.uuid4())
     async with RunScope():
         await prepare_database(url)
@@ -78,9 +90,13 @@ async def maintain_database(
         key=REPORT_KEY,
         description=f"maintain-database run {run_id}: before/after per object",
     )
-    failed = [f"{o.action.step} {o.action.target}: {o.detail}" for o in outcomes if o.status == "failed"]
+    failed = [
+        f"{o.action.step} {o.action.target}: {o.detail}" for o in outcomes if o.status == "failed"
+    ]
     if failed:
-        raise MaintenanceStepsFailed(f"{len(failed)} maintenance step(s) failed: " + "; ".join(failed))
+        raise MaintenanceStepsFailed(
+            f"{len(failed)} maintenance step(s) failed: " + "; ".join(failed)
+        )
     return rows
 
 

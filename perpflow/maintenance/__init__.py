@@ -61,7 +61,7 @@ def _backend(engine: AsyncEngine):
 
 
 async def measure(engine: AsyncEngine, limits: Limits) -> Snapshot:
-    """Measure every table and index of the database (see ``postgres.measure``/``sqlite.measure``)."""
+    """Measure every table and index of the database (``postgres.measure``, ``sqlite.measure``)."""
     backend = _backend(engine)
     async with backend.session(engine, limits) as conn:
         return await backend.measure(conn)
@@ -84,7 +84,9 @@ async def _run(conn, action: Action, policy: Policy) -> str:
     return ""
 
 
-async def act(engine: AsyncEngine, action: Action, limits: Limits, policy: Policy, dry_run: bool = False) -> Outcome:
+async def act(
+    engine: AsyncEngine, action: Action, limits: Limits, policy: Policy, dry_run: bool = False
+) -> Outcome:
     """Run ``action`` on an autocommit session bounded by ``limits``; never raises for a
     database error: the outcome says ``done``, ``timed_out`` or ``failed`` (with the error's
     first line), or ``planned`` when ``dry_run``."""
@@ -108,4 +110,7 @@ async def record(engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]) -
         return
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(maintenance_results.insert(), [{**row, "run_id": run_id, "recorded_at": now} for row in rows])
+        await conn.execute(
+            maintenance_results.insert(),
+            [{**row, "run_id": run_id, "recorded_at": now} for row in rows],
+        )

@@ -4,8 +4,9 @@ Each partitioned table has one partition per UTC day, named ``<table>_pYYYYMMDD`
 ``[day 00:00 UTC, next day 00:00 UTC)`` of ``ts``. Partitions are created by the SQL function
 ``perpflow_ensure_partition(table, day)`` (revision 0002; SECURITY DEFINER, so a collector role
 that may only insert can still open a new day): ahead of time by the maintain-database flow and on
-demand when a write meets a day without one; it waits at most 5 s for its parent's lock. There is no default partition: a row for a day
-nobody created fails loudly instead of piling up where retention cannot drop it by day.
+demand when a write meets a day without one; it waits at most 5 s for its parent's lock. There is
+no default partition: a row for a day nobody created fails loudly instead of piling up where
+retention cannot drop it by day.
 SQLite has no partitions; every function here is a no-op there.
 """
 
@@ -52,7 +53,9 @@ async def ensure_partitions(conn: AsyncConnection, table: str, days: Iterable[da
     return list(result.scalars())
 
 
-async def ensure_row_partitions(engine: AsyncEngine, table: Table, rows: list[dict[str, Any]]) -> list[str]:
+async def ensure_row_partitions(
+    engine: AsyncEngine, table: Table, rows: list[dict[str, Any]]
+) -> list[str]:
     """Make sure the partitions for the ``ts`` days of ``rows`` exist before they are inserted.
 
     One autocommit statement, before (not inside) the write's transaction: creating a partition
