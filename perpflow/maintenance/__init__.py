@@ -36,7 +36,8 @@ from perpflow.store.schema import maintenance_results
 __all__ = [
     "STEPS",
     "Action",
-    "IntegrityError",
+    "Busy",
+    "IntegrityCheckFailed",
     "Limits",
     "ObjectStats",
     "Outcome",
@@ -52,8 +53,13 @@ __all__ = [
 ]
 
 
-class IntegrityError(RuntimeError):
+class IntegrityCheckFailed(RuntimeError):
     """SQLite's ``PRAGMA quick_check`` found a problem (its messages are the text)."""
+
+
+class Busy(RuntimeError):
+    """A step could not finish because others were using the database (SQLite's WAL checkpoint
+    could not reset the log); like a timeout, it is left for the next run."""
 
 
 def _backend(engine: AsyncEngine):
@@ -77,10 +83,12 @@ async def _run(conn, action: Action, policy: Policy) -> str:
         if result.returns_rows:
             rows += [tuple(row) for row in result.all()]
     if action.step == "integrity" and rows != [("ok",)]:
-        raise IntegrityError("; ".join(str(row[0]) for row in rows[:20]))
+        raise IntegrityCheckFailed("; ".join(str(row[0]) for row in rows[:20]))
     if action.step == "checkpoint":
         busy, wal_pages, moved = rows[-1]
-        return f"busy={busy} wal_pages={wal_pages} checkpointed={moved}"
+        if busy:
+            raise Busy(f"checkpoint busy: {moved} of {wal_pages} WAL pages checkpointed")
+        return f"{moved} WAL pages checkpointed, log truncated"
     return ""
 
 
@@ -97,9 +105,9 @@ async def act(
     try:
         async with backend.session(engine, limits) as conn:
             detail = await _run(conn, action, policy)
-    except (DBAPIError, IntegrityError) as exc:
-        status = "timed_out" if backend.is_timeout(exc) else "failed"
-        message = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    except (DBAPIError, IntegrityCheckFailed, Busy) as exc:
+        status = "timed_out" if isinstance(exc, Busy) or backend.is_timeout(exc) else "failed"
+        message = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
         return Outcome(action, status, time.perf_counter() - started, message)
     return Outcome(action, "done", time.perf_counter() - started, detail)
 
