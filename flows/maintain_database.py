@@ -7,7 +7,11 @@ import uuid
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import acreate_markdown_artifact, acreate_progress_artifact, aupdate_progress_artifact
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+)
 from prefect.runtime import flow_run
 
 from flows.common import database_url
@@ -16,6 +20,12 @@ from perpflow.scope import RunScope
 from perpflow.settings import load_settings
 from tasks.maintenance import measure_database, record_maintenance, run_action
 from tasks.store import prepare_database
+
+
+class MaintenanceStepsFailed(RuntimeError):
+    """Raised at the end of a run (after the report) when an action failed for a reason other
+    than a timeout, so that the run ends Failed for the UI and automations."""
+
 
 REPORT_KEY = "maintain-database-report"
 PROGRESS_KEY = "maintain-database-progress"
@@ -42,13 +52,21 @@ async def maintain_database(
     drop of invalid reindex leftovers), ``retention``, ``partitions`` (PostgreSQL days ahead),
     ``checkpoint`` (SQLite WAL). Returns the report rows (one per object, sizes in bytes, bloat as
     fractions); publishes them as the ``maintain-database-report`` markdown artifact and stores
-    them in ``maintenance_results``. A step that timed out is reported and left for the next run.
+    them in ``maintenance_results``. A step that timed out is reported and left for the next run;
+    one that failed otherwise raises ``MaintenanceStepsFailed`` once the report is published.
     """
     settings = load_settings()
     url = await database_url(settings, database)
     limits, policy = Limits.from_settings(settings), Policy.from_settings(settings)
-    flags = {"integrity": integrity, "vacuum": vacuum, "analyze": analyze, "reindex": reindex,
-             "retention": retention, "partitions": partitions, "checkpoint": checkpoint}
+    flags = {
+        "integrity": integrity,
+        "vacuum": vacuum,
+        "analyze": analyze,
+        "reindex": reindex,
+        "retention": retention,
+        "partitions": partitions,
+        "checkpoint": checkpoint,
+    }
     run_id = str(flow_run.id or uuid.uuid4())
     async with RunScope():
         await prepare_database(url)
@@ -72,6 +90,13 @@ async def maintain_database(
         key=REPORT_KEY,
         description=f"maintain-database run {run_id}: before/after per object",
     )
+    failed = [
+        f"{o.action.step} {o.action.target}: {o.detail}" for o in outcomes if o.status == "failed"
+    ]
+    if failed:
+        raise MaintenanceStepsFailed(
+            f"{len(failed)} maintenance step(s) failed: " + "; ".join(failed)
+        )
     return rows
 
 

@@ -29,7 +29,7 @@ REVOKE ALL ON FUNCTION perpflow_ensure_partition(text, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION perpflow_ensure_partition(text, date) TO :"collector";
 
 -- The collector: read and insert market data; no UPDATE, DELETE, TRUNCATE or DDL on it.
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"collector";
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', current_schema(), :'collector') \gexec
 GRANT SELECT, INSERT ON tickers, funding_rates, funding_history, quarantine TO :"collector";
 GRANT SELECT, INSERT, UPDATE ON instruments, collection_ledger TO :"collector";
 GRANT SELECT ON alembic_version TO :"collector";

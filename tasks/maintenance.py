@@ -27,7 +27,9 @@ async def measure_database(url: SecretStr, limits: Limits) -> Snapshot:
 
 
 @task(name="maintain", task_run_name="{action.step}-{action.target}", **MAINTENANCE_POLICY)
-async def run_action(url: SecretStr, action: Action, limits: Limits, policy: Policy, dry_run: bool) -> Outcome:
+async def run_action(
+    url: SecretStr, action: Action, limits: Limits, policy: Policy, dry_run: bool
+) -> Outcome:
     """Run one maintenance action; a timeout or database error is the outcome, not a raise."""
     async with run_engine(url.get_secret_value()) as engine:
         return await maintenance.act(engine, action, limits, policy, dry_run)

@@ -19,11 +19,11 @@ from flows.collect_tickers import collect_tickers
 from flows.maintain_database import REPORT_KEY, maintain_database
 from perpflow import maintenance
 from perpflow.emulator import EmulatorServer, GeneratedVenue
-from perpflow.maintenance.report import _size
-from perpflow.normalize import ms_to_datetime, ticker_rows
+from perpflow.maintenance.report import size_text
+from perpflow.normalize import ticker_rows
 from perpflow.store import LedgerEntry, create_engine, init_schema, store_batch, tickers
-from perpflow.store.schema import maintenance_results
 from perpflow.store.partitions import partition_name
+from perpflow.store.schema import maintenance_results
 from tests.conftest import PG_ADMIN_DSN, ROOT, _create_pg_database, _drop_pg_database
 from tests.test_flows import FROZEN_MS, assert_ledger_balanced, configure, fetch_all, perpetuals
 
@@ -75,12 +75,18 @@ async def _bloat_today(dsn: str, rows: int = 20_000) -> str:
             "INSERT INTO tickers (exchange, symbol, ts, ts_source, last, collected_at) "
             "SELECT 'bloat', 'S' || (n % 200) || '/USDT:USDT', "
             "date_trunc('day', now()) + n * interval '1 second', 'exchange', n, now() "
-            "FROM generate_series(1, $1) AS n", rows)
-        await conn.execute("DELETE FROM tickers WHERE exchange = 'bloat' AND extract(epoch FROM ts)::bigint % 5 <> 0")
+            "FROM generate_series(1, $1) AS n",
+            rows,
+        )
+        await conn.execute(
+            "DELETE FROM tickers WHERE exchange = 'bloat' AND extract(epoch FROM ts)::bigint % 5 <> 0"
+        )
         await conn.execute(f"VACUUM ANALYZE {part}")
         await conn.execute("UPDATE tickers SET last = last + 1 WHERE exchange = 'bloat'")
         with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {part}_pkey_ccnew ON {part} (exchange)")
+            await conn.execute(
+                f"CREATE UNIQUE INDEX CONCURRENTLY {part}_pkey_ccnew ON {part} (exchange)"
+            )
     finally:
         await conn.close()
     return part
@@ -127,16 +133,52 @@ async def test_bloat_is_measured_then_removed_on_postgresql(pg_name, monkeypatch
     finally:
         await conn.close()
     report = await _report_markdown()
-    assert (f"| {pkey['object']} | index | {_size(pkey['size_before'])} | {_size(pkey['size_after'])} |"
-            in report)
-    assert f"| {part} | table |" in report and f"| {table['dead_before']} | {table['dead_after']} |" in report
+    assert (
+        f"| {pkey['object']} | index | {size_text(pkey['size_before'])} | {size_text(pkey['size_after'])} |"
+        in report
+    )
+    assert (
+        f"| {part} | table |" in report
+        and f"| {table['dead_before']} | {table['dead_after']} |" in report
+    )
     engine = create_engine(_url(pg_name))
     try:
         async with engine.connect() as c:
-            stored = (await c.execute(select(maintenance_results).where(maintenance_results.c.object == pkey["object"]))).one()
+            stored = (
+                await c.execute(
+                    select(maintenance_results).where(
+                        maintenance_results.c.object == pkey["object"]
+                    )
+                )
+            ).one()
     finally:
         await engine.dispose()
-    assert (stored.size_before, stored.size_after, stored.actions) == (pkey["size_before"], pkey["size_after"], "reindex:done")
+    assert (stored.size_before, stored.size_after, stored.actions) == (
+        pkey["size_before"],
+        pkey["size_after"],
+        "reindex:done",
+    )
+
+
+async def test_a_step_meeting_a_lock_times_out_and_is_left_for_the_next_run(pg_name, monkeypatch):
+    part = await _bloat_today(_dsn(pg_name), rows=2000)
+    _env(monkeypatch, _url(pg_name), PERPFLOW_MAINTENANCE_LOCK_TIMEOUT_SECONDS="0.5")
+    holder = await asyncpg.connect(_dsn(pg_name))
+    try:
+        async with holder.transaction():  # the lock VACUUM needs, held by someone else
+            await holder.execute(f"LOCK TABLE {part} IN SHARE UPDATE EXCLUSIVE MODE")
+            rows = rows_by(await maintain_database(retention=False, partitions=False))
+    finally:
+        await holder.close()
+    assert "vacuum:timed_out" in rows[part]["actions"]
+    assert rows[part]["dead_after"] == rows[part]["dead_before"] >= 100  # not forced
+    assert (
+        f"- vacuum {part}: timed_out (canceling statement due to lock timeout)"
+        in await _report_markdown()
+    )
+
+    rows = rows_by(await maintain_database(retention=False, partitions=False))  # the next run
+    assert "vacuum:done" in rows[part]["actions"] and rows[part]["dead_after"] == 0
 
 
 def _entry(run_id: str) -> LedgerEntry:
@@ -146,26 +188,59 @@ def _entry(run_id: str) -> LedgerEntry:
 
 async def _store_ticker_at(engine, at: datetime, run_id: str):
     ms = int(at.timestamp() * 1000)
-    data = {"A/USDT:USDT": {"symbol": "A/USDT:USDT", "timestamp": ms, "bid": 1.0, "ask": 2.0, "last": 1.5}}
-    return await store_batch(engine, tickers, ticker_rows("venue", data, ["A/USDT:USDT"], ms, run_id), _entry(run_id))
+    data = {
+        "A/USDT:USDT": {
+            "symbol": "A/USDT:USDT",
+            "timestamp": ms,
+            "bid": 1.0,
+            "ask": 2.0,
+            "last": 1.5,
+        }
+    }
+    return await store_batch(
+        engine, tickers, ticker_rows("venue", data, ["A/USDT:USDT"], ms, run_id), _entry(run_id)
+    )
 
 
-async def test_retention_drops_exactly_expired_partitions_and_creates_upcoming(pg_name, monkeypatch):
+async def _tickers_partitions(engine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(
+            (
+                await conn.exec_driver_sql(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'tickers'::regclass"
+                )
+            ).scalars()
+        )
+
+
+async def test_retention_drops_exactly_expired_partitions_and_creates_upcoming(
+    pg_name, monkeypatch
+):
     now = datetime.now(UTC)
     engine = create_engine(_url(pg_name))
     try:
         for back in range(7):  # one row on each of the last 7 days (partitions made on demand)
             await _store_ticker_at(engine, now - timedelta(days=back), f"r{back}")
         _env(monkeypatch, _url(pg_name), PERPFLOW_RETENTION_DAYS='{"tickers": 3}')
+        present = await _tickers_partitions(engine)
+        planned = await maintain_database(dry_run=True)
+        assert {r["actions"] for r in planned if r["object"] in present and r["actions"]} == {
+            "retention:planned"
+        }
+        assert await _tickers_partitions(engine) == present  # a dry run changes nothing
+
         await maintain_database()
+        names = await _tickers_partitions(engine)
         async with engine.connect() as conn:
-            names = set((await conn.exec_driver_sql(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'tickers'::regclass")).scalars())
             kept = (await conn.execute(select(func.count()).select_from(tickers))).scalar_one()
         cutoff = now - timedelta(days=3)
         old = {partition_name("tickers", (now - timedelta(days=b)).date()) for b in range(7)}
-        expected_kept = {n for n in old if datetime.strptime(n[-8:], "%Y%m%d").replace(tzinfo=UTC) + timedelta(days=1) > cutoff}
+        expected_kept = {
+            n
+            for n in old
+            if datetime.strptime(n[-8:], "%Y%m%d").replace(tzinfo=UTC) + timedelta(days=1) > cutoff
+        }
         upcoming = {partition_name("tickers", (now + timedelta(days=a)).date()) for a in range(3)}
         assert names & old == expected_kept and len(old - expected_kept) >= 3
         assert upcoming <= names
@@ -187,30 +262,53 @@ async def test_sqlite_maintenance_vacuums_checks_and_deletes_expired_rows(tmp_pa
         for back in (0, 1, 5, 6):
             at = now - timedelta(days=back)
             ms = int(at.timestamp() * 1000)
-            data = {s: {"symbol": s, "timestamp": ms, "bid": 1.0, "ask": 2.0, "last": 1.5} for s in symbols}
-            await store_batch(engine, tickers, ticker_rows("venue", data, symbols, ms, f"r{back}"), _entry(f"r{back}"))
+            data = {
+                s: {"symbol": s, "timestamp": ms, "bid": 1.0, "ask": 2.0, "last": 1.5}
+                for s in symbols
+            }
+            await store_batch(
+                engine,
+                tickers,
+                ticker_rows("venue", data, symbols, ms, f"r{back}"),
+                _entry(f"r{back}"),
+            )
         async with engine.begin() as conn:  # free pages: delete most rows of a recent day
             await conn.execute(tickers.delete().where(tickers.c.run_id == "r1"))
     finally:
         await engine.dispose()
-    _env(monkeypatch, url, PERPFLOW_RETENTION_DAYS='{"tickers": 3}', PERPFLOW_MAINTENANCE_SQLITE_DELETE_BATCH="400",
-         PERPFLOW_MAINTENANCE_SQLITE_FREE_FRACTION="0.1")
+    _env(
+        monkeypatch,
+        url,
+        PERPFLOW_RETENTION_DAYS='{"tickers": 3}',
+        PERPFLOW_MAINTENANCE_SQLITE_DELETE_BATCH="400",
+        PERPFLOW_MAINTENANCE_SQLITE_FREE_FRACTION="0.1",
+    )
 
     rows = {row["object"]: row for row in await maintain_database()}
 
     main = rows["main"]
     assert main["actions"].split("; ") == [
-        "integrity:done", "vacuum:done", "reindex:done", "analyze:done", "checkpoint:done"]
+        "integrity:done",
+        "vacuum:done",
+        "reindex:done",
+        "analyze:done",
+        "checkpoint:done",
+    ]
     assert main["bloat_before"] >= 0.1 and main["bloat_after"] < 0.01, main
     assert main["size_after"] < main["size_before"]
-    assert rows["tickers"]["actions"] == "retention:done" and rows["tickers"]["detail"] == "3000 rows deleted"
+    assert (
+        rows["tickers"]["actions"] == "retention:done"
+        and rows["tickers"]["detail"] == "3000 rows deleted"
+    )
     left = await fetch_all(url, tickers)
     assert {r.run_id for r in left} == {"r0"} and len(left) == len(symbols)
 
 
 async def test_collector_running_during_maintenance_loses_nothing(pg_name, monkeypatch):
     await _bloat_today(_dsn(pg_name))
-    venues = [GeneratedVenue(name, symbols=60, now_ms=lambda: FROZEN_MS) for name in ("bybit", "okx")]
+    venues = [
+        GeneratedVenue(name, symbols=60, now_ms=lambda: FROZEN_MS) for name in ("bybit", "okx")
+    ]
     with EmulatorServer(venues).running_in_thread() as server:
         configure(monkeypatch, _url(pg_name), server, ("bybit", "okx"))
         _env(monkeypatch, _url(pg_name))
@@ -229,7 +327,9 @@ def rows_by(rows: list[dict]) -> dict[str, dict]:
 
 
 def _psql(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("psql"), _dsn(name), "-q", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [shutil.which("psql"), _dsn(name), "-q", *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
@@ -245,9 +345,19 @@ async def roles_database():
         engine = create_engine(_url(name))
         await init_schema(engine)
         await engine.dispose()
-        done = _psql(name, "-v", f"collector={roles['collector']}", "-v", "collector_password=unused-here",
-                     "-v", f"maintainer={roles['maintainer']}", "-v", "maintainer_password=unused-here",
-                     "-f", str(ROOT / "sql" / "roles.sql"))
+        done = _psql(
+            name,
+            "-v",
+            f"collector={roles['collector']}",
+            "-v",
+            "collector_password=unused-here",
+            "-v",
+            f"maintainer={roles['maintainer']}",
+            "-v",
+            "maintainer_password=unused-here",
+            "-f",
+            str(ROOT / "sql" / "roles.sql"),
+        )
         assert done.returncode == 0, done.stderr
         yield name, roles
     finally:
@@ -266,24 +376,36 @@ async def test_collector_role_only_adds_data_and_maintainer_maintains(roles_data
     try:
         await init_schema(collector)  # at head: a collector flow's start needs no DDL
         for days in (20, -10):  # brand-new days' partitions, through the definer function
-            stored = await _store_ticker_at(collector, datetime.now(UTC) + timedelta(days=days), f"c{days}")
+            stored = await _store_ticker_at(
+                collector, datetime.now(UTC) + timedelta(days=days), f"c{days}"
+            )
             assert stored.stored == 1
     finally:
         await collector.dispose()
     await _bloat_today(_dsn(name))
     conn = await asyncpg.connect(_dsn(name, roles["collector"]))
     try:
-        for statement in ("DROP TABLE tickers", "TRUNCATE tickers", "TRUNCATE collection_ledger",
-                          "ALTER TABLE tickers ADD COLUMN x int", "DELETE FROM tickers",
-                          "UPDATE tickers SET last = 0", "CREATE INDEX ON funding_history (run_id)"):
+        for statement in (
+            "DROP TABLE tickers",
+            "TRUNCATE tickers",
+            "TRUNCATE collection_ledger",
+            "ALTER TABLE tickers ADD COLUMN x int",
+            "DELETE FROM tickers",
+            "UPDATE tickers SET last = 0",
+            "CREATE INDEX ON funding_history (run_id)",
+        ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(statement)
     finally:
         await conn.close()
     _env(monkeypatch, _url(name, roles["maintainer"]), PERPFLOW_RETENTION_DAYS='{"tickers": 3}')
     rows = await maintain_database()
-    statuses = {status for r in rows if r["actions"] for status in
-                (a.split(":")[1] for a in r["actions"].split("; "))}
+    statuses = {
+        status
+        for r in rows
+        if r["actions"]
+        for status in (a.split(":")[1] for a in r["actions"].split("; "))
+    }
     assert statuses == {"done"}
     steps = {a.split(":")[0] for r in rows if r["actions"] for a in r["actions"].split("; ")}
     assert steps == {"vacuum", "reindex", "analyze", "retention", "partitions"}

@@ -3,7 +3,6 @@ both reach head, the result matches ``schema.py``, and a second upgrade changes 
 
 from __future__ import annotations
 
-
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
@@ -12,10 +11,10 @@ from perpflow.normalize import funding_rate_rows, ms_to_datetime, ticker_rows
 from perpflow.store import (
     LedgerEntry,
     collection_ledger,
-    insert_new,
     create_engine,
     funding_rates,
     init_schema,
+    insert_new,
     metadata,
     quarantine,
     store_batch,
@@ -25,7 +24,12 @@ from perpflow.store.migrate import current_revisions, head_revisions
 from perpflow.store.partitions import partition_day
 
 FOUNDATION_TABLES = (
-    "instruments", "tickers", "funding_rates", "funding_history", "quarantine", "collection_ledger",
+    "instruments",
+    "tickers",
+    "funding_rates",
+    "funding_history",
+    "quarantine",
+    "collection_ledger",
 )
 DAY_MS = 86_400_000
 NOW = 1_763_900_000_000
@@ -34,6 +38,7 @@ NOW = 1_763_900_000_000
 def _schema_diff(connection) -> list:
     """Differences between the migrated database and ``schema.py`` (daily partitions and the
     indexes only PostgreSQL's layout has are the migrations' own, not the metadata's)."""
+
     def include(name, type_, parent_names) -> bool:
         return not (type_ == "table" and partition_day(name)) and not (
             type_ == "index" and name.endswith("_brin")
@@ -81,16 +86,29 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
             symbols = [f"S{i}/USDT:USDT" for i in range(30)]
             for day in range(3):  # three days of rows, one quarantined per batch
                 at = NOW - day * DAY_MS
-                data = {s: {"symbol": s, "timestamp": at, "bid": 1.0 + i, "ask": 2.0 + i, "last": 1.5 + i}
-                        for i, s in enumerate(symbols)}
+                data = {
+                    s: {
+                        "symbol": s,
+                        "timestamp": at,
+                        "bid": 1.0 + i,
+                        "ask": 2.0 + i,
+                        "last": 1.5 + i,
+                    }
+                    for i, s in enumerate(symbols)
+                }
                 data[symbols[0]]["last"] = -1.0
                 batch = ticker_rows("venue", data, symbols, at, f"r{day}")
                 await insert_new(conn, tickers, batch.rows)
                 await conn.execute(quarantine.insert(), batch.quarantine)
-                rates = {s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
-                         for i, s in enumerate(symbols)}
-                await insert_new(conn, funding_rates,
-                                 funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05).rows)
+                rates = {
+                    s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
+                    for i, s in enumerate(symbols)
+                }
+                await insert_new(
+                    conn,
+                    funding_rates,
+                    funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05).rows,
+                )
         before = await _dump(engine)
         assert len(before["tickers"]) == 3 * 29 and len(before["funding_rates"]) == 3 * 30
 
@@ -100,9 +118,16 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
         assert await _state(engine) == (head_revisions(), [])
         # Writes go on after the upgrade, for a day never seen before too.
         later = NOW + 5 * DAY_MS
-        fresh = {s: {"symbol": s, "timestamp": later, "bid": 1.0, "ask": 2.0, "last": 1.5} for s in symbols}
-        result = await store_batch(engine, tickers, ticker_rows("venue", fresh, symbols, later, "r9"),
-                                   _entry("r9", "tickers"))
+        fresh = {
+            s: {"symbol": s, "timestamp": later, "bid": 1.0, "ask": 2.0, "last": 1.5}
+            for s in symbols
+        }
+        result = await store_batch(
+            engine,
+            tickers,
+            ticker_rows("venue", fresh, symbols, later, "r9"),
+            _entry("r9", "tickers"),
+        )
         assert result.stored == len(symbols)
         async with engine.connect() as conn:
             count = (await conn.execute(select(func.count()).select_from(tickers))).scalar_one()

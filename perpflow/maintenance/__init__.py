@@ -36,7 +36,8 @@ from perpflow.store.schema import maintenance_results
 __all__ = [
     "STEPS",
     "Action",
-    "IntegrityError",
+    "Busy",
+    "IntegrityCheckFailed",
     "Limits",
     "ObjectStats",
     "Outcome",
@@ -52,8 +53,13 @@ __all__ = [
 ]
 
 
-class IntegrityError(RuntimeError):
+class IntegrityCheckFailed(RuntimeError):
     """SQLite's ``PRAGMA quick_check`` found a problem (its messages are the text)."""
+
+
+class Busy(RuntimeError):
+    """A step could not finish because others were using the database (SQLite's WAL checkpoint
+    could not reset the log); like a timeout, it is left for the next run."""
 
 
 def _backend(engine: AsyncEngine):
@@ -61,7 +67,7 @@ def _backend(engine: AsyncEngine):
 
 
 async def measure(engine: AsyncEngine, limits: Limits) -> Snapshot:
-    """Measure every table and index of the database (see ``postgres.measure``/``sqlite.measure``)."""
+    """Measure every table and index of the database (``postgres.measure``, ``sqlite.measure``)."""
     backend = _backend(engine)
     async with backend.session(engine, limits) as conn:
         return await backend.measure(conn)
@@ -77,14 +83,18 @@ async def _run(conn, action: Action, policy: Policy) -> str:
         if result.returns_rows:
             rows += [tuple(row) for row in result.all()]
     if action.step == "integrity" and rows != [("ok",)]:
-        raise IntegrityError("; ".join(str(row[0]) for row in rows[:20]))
+        raise IntegrityCheckFailed("; ".join(str(row[0]) for row in rows[:20]))
     if action.step == "checkpoint":
         busy, wal_pages, moved = rows[-1]
-        return f"busy={busy} wal_pages={wal_pages} checkpointed={moved}"
+        if busy:
+            raise Busy(f"checkpoint busy: {moved} of {wal_pages} WAL pages checkpointed")
+        return f"{moved} WAL pages checkpointed, log truncated"
     return ""
 
 
-async def act(engine: AsyncEngine, action: Action, limits: Limits, policy: Policy, dry_run: bool = False) -> Outcome:
+async def act(
+    engine: AsyncEngine, action: Action, limits: Limits, policy: Policy, dry_run: bool = False
+) -> Outcome:
     """Run ``action`` on an autocommit session bounded by ``limits``; never raises for a
     database error: the outcome says ``done``, ``timed_out`` or ``failed`` (with the error's
     first line), or ``planned`` when ``dry_run``."""
@@ -95,9 +105,9 @@ async def act(engine: AsyncEngine, action: Action, limits: Limits, policy: Polic
     try:
         async with backend.session(engine, limits) as conn:
             detail = await _run(conn, action, policy)
-    except (DBAPIError, IntegrityError) as exc:
-        status = "timed_out" if backend.is_timeout(exc) else "failed"
-        message = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    except (DBAPIError, IntegrityCheckFailed, Busy) as exc:
+        status = "timed_out" if isinstance(exc, Busy) or backend.is_timeout(exc) else "failed"
+        message = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
         return Outcome(action, status, time.perf_counter() - started, message)
     return Outcome(action, "done", time.perf_counter() - started, detail)
 
@@ -108,4 +118,7 @@ async def record(engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]) -
         return
     now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(maintenance_results.insert(), [{**row, "run_id": run_id, "recorded_at": now} for row in rows])
+        await conn.execute(
+            maintenance_results.insert(),
+            [{**row, "run_id": run_id, "recorded_at": now} for row in rows],
+        )

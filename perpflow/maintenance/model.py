@@ -31,7 +31,10 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
         """The ``PERPFLOW_MAINTENANCE_*_TIMEOUT_SECONDS`` settings."""
-        return cls(settings.maintenance_lock_timeout_seconds, settings.maintenance_statement_timeout_seconds)
+        return cls(
+            settings.maintenance_lock_timeout_seconds,
+            settings.maintenance_statement_timeout_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,9 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def decide(snapshot: Snapshot, policy: Policy, steps: set[str], now: datetime | None = None) -> list[Action]:
+def decide(
+    snapshot: Snapshot, policy: Policy, steps: set[str], now: datetime | None = None
+) -> list[Action]:
     """The actions the ``snapshot`` calls for under ``policy``, for the enabled ``steps``, in
     the order they should run. Raises ``ValueError`` for an unknown step name."""
     unknown = set(steps) - set(STEPS)
@@ -154,7 +159,7 @@ def decide(snapshot: Snapshot, policy: Policy, steps: set[str], now: datetime | 
         raise ValueError(f"steps: unknown step(s) {sorted(unknown)!r}; known: {', '.join(STEPS)}")
     now = now or datetime.now(UTC)
     plan = _decide_postgres if snapshot.dialect == "postgresql" else _decide_sqlite
-    return [action for action in plan(snapshot, policy, now) if action.step in steps]
+    return [action for action in plan(snapshot, policy, now, steps) if action.step in steps]
 
 
 def _dead_share(o: ObjectStats) -> float:
@@ -166,62 +171,127 @@ def _cutoff(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
-def _decide_postgres(snapshot: Snapshot, policy: Policy, now: datetime) -> list[Action]:
+def _expired(p: Partition, policy: Policy, now: datetime) -> bool:
+    days = policy.retention_days.get(p.table)
+    end = datetime.combine(p.day + timedelta(days=1), time(), UTC)
+    return days is not None and end <= _cutoff(now, days)
+
+
+def _retire(p: Partition, days: int) -> Action:
+    parent, name = quote(p.table), quote(p.name)
+    detach = {
+        "attached": (f"ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY",),
+        "detaching": (f"ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE",),
+        "detached": (),
+    }[p.state]
+    return Action(
+        "retention",
+        p.name,
+        f"all rows older than {days} days",
+        (*detach, f"DROP TABLE IF EXISTS {name}"),
+    )
+
+
+def _decide_postgres(
+    snapshot: Snapshot, policy: Policy, now: datetime, steps: set[str]
+) -> list[Action]:
+    expired = [p for p in snapshot.partitions if _expired(p, policy, now)]
+    # What retention drops this run is not vacuumed or reindexed first.
+    leaving = {p.name for p in expired} if "retention" in steps else set()
+    objects = [o for o in snapshot.objects if o.name not in leaving and o.table not in leaving]
     actions: list[Action] = []
-    objects = snapshot.objects
     for o in objects:
-        if o.kind == "index" and not o.valid and o.name.rstrip("0123456789").endswith(REINDEX_LEFTOVER_SUFFIXES):
-            actions.append(Action("reindex", o.name, "invalid leftover of a failed concurrent reindex",
-                                  (f"DROP INDEX CONCURRENTLY IF EXISTS {quote(o.name)}",)))
+        leftover = o.name.rstrip("0123456789").endswith(REINDEX_LEFTOVER_SUFFIXES)
+        if o.kind == "index" and not o.valid and leftover:
+            actions.append(
+                Action(
+                    "reindex",
+                    o.name,
+                    "invalid leftover of a failed concurrent reindex",
+                    (f"DROP INDEX CONCURRENTLY IF EXISTS {quote(o.name)}",),
+                )
+            )
     for o in objects:
         dead = o.dead_tuples or 0
-        if o.kind == "table" and dead >= max(policy.dead_tuple_min, 1) and _dead_share(o) >= policy.dead_tuple_fraction:
-            actions.append(Action("vacuum", o.name, f"{o.dead_tuples} dead tuples ({_dead_share(o):.0%})",
-                                  (f"VACUUM (ANALYZE) {quote(o.name)}",)))
+        if (
+            o.kind == "table"
+            and dead >= max(policy.dead_tuple_min, 1)
+            and _dead_share(o) >= policy.dead_tuple_fraction
+        ):
+            actions.append(
+                Action(
+                    "vacuum",
+                    o.name,
+                    f"{dead} dead tuples ({_dead_share(o):.0%})",
+                    (f"VACUUM (ANALYZE) {quote(o.name)}",),
+                )
+            )
     for o in objects:
-        if (o.kind == "index" and o.valid and o.method == "btree" and o.bloat is not None
-                and o.bloat >= policy.index_bloat_fraction and (o.size_bytes or 0) >= policy.index_min_bytes):
-            actions.append(Action("reindex", o.name, f"estimated bloat {o.bloat:.0%} ({o.bloat_source})",
-                                  (f"REINDEX INDEX CONCURRENTLY {quote(o.name)}",)))
+        if (
+            o.kind == "index"
+            and o.valid
+            and o.method == "btree"
+            and o.bloat is not None
+            and o.bloat >= policy.index_bloat_fraction
+            and (o.size_bytes or 0) >= policy.index_min_bytes
+        ):
+            actions.append(
+                Action(
+                    "reindex",
+                    o.name,
+                    f"estimated bloat {o.bloat:.0%} ({o.bloat_source})",
+                    (f"REINDEX INDEX CONCURRENTLY {quote(o.name)}",),
+                )
+            )
     for o in objects:
         if o.kind == "partitioned table":
-            actions.append(Action("analyze", o.name, "autovacuum never analyzes a partitioned parent",
-                                  (f"ANALYZE {quote(o.name)}",)))
-    for p in snapshot.partitions:
-        days = policy.retention_days.get(p.table)
-        end = datetime.combine(p.day + timedelta(days=1), time(), UTC)
-        if days is None or end > _cutoff(now, days):
-            continue
-        detach = {
-            "attached": (f"ALTER TABLE {quote(p.table)} DETACH PARTITION {quote(p.name)} CONCURRENTLY",),
-            "detaching": (f"ALTER TABLE {quote(p.table)} DETACH PARTITION {quote(p.name)} FINALIZE",),
-            "detached": (),
-        }[p.state]
-        actions.append(Action("retention", p.name, f"all rows older than {days} days",
-                              (*detach, f"DROP TABLE IF EXISTS {quote(p.name)}")))
+            actions.append(
+                Action(
+                    "analyze",
+                    o.name,
+                    "autovacuum never analyzes a partitioned parent",
+                    (f"ANALYZE {quote(o.name)}",),
+                )
+            )
+    actions += [_retire(p, policy.retention_days[p.table]) for p in expired]
     existing = {p.name for p in snapshot.partitions}
     for table in PARTITIONED:
         for ahead in range(policy.partitions_ahead_days + 1):
             day = now.date() + timedelta(days=ahead)
-            name = partition_name(table, day)
-            if name not in existing:
-                actions.append(Action("partitions", name, "upcoming day",
-                                      (f"SELECT perpflow_ensure_partition('{table}', DATE '{day.isoformat()}')",)))
+            if partition_name(table, day) not in existing:
+                call = f"SELECT perpflow_ensure_partition('{table}', DATE '{day.isoformat()}')"
+                actions.append(
+                    Action("partitions", partition_name(table, day), "upcoming day", (call,))
+                )
     return actions
 
 
-def _decide_sqlite(snapshot: Snapshot, policy: Policy, now: datetime) -> list[Action]:
+def _decide_sqlite(
+    snapshot: Snapshot, policy: Policy, now: datetime, steps: set[str]
+) -> list[Action]:
     database = next(o for o in snapshot.objects if o.kind == "database")
     actions = [Action("integrity", database.name, "every run", ("PRAGMA quick_check",))]
     for table, days in sorted(policy.retention_days.items()):
-        actions.append(Action("retention", table, f"rows older than {days} days",
-                              cutoff=_cutoff(now, days)))
+        actions.append(
+            Action("retention", table, f"rows older than {days} days", cutoff=_cutoff(now, days))
+        )
     if (database.bloat or 0) >= policy.sqlite_free_fraction:
-        actions.append(Action("vacuum", database.name, f"{database.bloat:.0%} of the file is free pages",
-                              ("PRAGMA incremental_vacuum" if database.method == "incremental" else "VACUUM",)))
+        actions.append(
+            Action(
+                "vacuum",
+                database.name,
+                f"{database.bloat:.0%} of the file is free pages",
+                ("PRAGMA incremental_vacuum" if database.method == "incremental" else "VACUUM",),
+            )
+        )
     actions += [
         Action("reindex", database.name, "every run", ("REINDEX",)),
-        Action("analyze", database.name, "every run", ("PRAGMA analysis_limit=1000", "ANALYZE", "PRAGMA optimize")),
+        Action(
+            "analyze",
+            database.name,
+            "every run",
+            ("PRAGMA analysis_limit=1000", "ANALYZE", "PRAGMA optimize"),
+        ),
         Action("checkpoint", database.name, "every run", ("PRAGMA wal_checkpoint(TRUNCATE)",)),
     ]
     return actions

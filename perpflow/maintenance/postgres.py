@@ -70,11 +70,13 @@ WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname ~ '_p[0-9]{
 
 @asynccontextmanager
 async def session(engine: AsyncEngine, limits: Limits) -> AsyncIterator[AsyncConnection]:
-    """An autocommit connection with ``lock_timeout`` and ``statement_timeout`` set (reset on exit)."""
+    """An autocommit connection with ``lock_timeout`` and ``statement_timeout`` (reset on exit)."""
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.exec_driver_sql(f"SET lock_timeout = {int(limits.lock_timeout * 1000)}")
-        await conn.exec_driver_sql(f"SET statement_timeout = {int(limits.statement_timeout * 1000)}")
+        await conn.exec_driver_sql(
+            f"SET statement_timeout = {int(limits.statement_timeout * 1000)}"
+        )
         try:
             yield conn
         finally:
@@ -97,7 +99,9 @@ def _index_estimate(reltuples: float, key_width: float | None, size: int) -> flo
     if key_width is None or reltuples is None or reltuples < 0 or size <= PAGE_BYTES:
         return None
     per_page = (PAGE_BYTES - 24 - 16) * BTREE_FILLFACTOR  # page header, btree special space
-    expected = (1 + math.ceil(reltuples * (float(key_width) + INDEX_TUPLE_OVERHEAD) / per_page)) * PAGE_BYTES
+    expected = (
+        1 + math.ceil(reltuples * (float(key_width) + INDEX_TUPLE_OVERHEAD) / per_page)
+    ) * PAGE_BYTES
     return max(0.0, 1 - expected / size)
 
 
@@ -115,14 +119,21 @@ async def measure(conn: AsyncConnection) -> Snapshot:
             total = (row["n_live_tup"] or 0) + (row["n_dead_tup"] or 0)
             bloat = None if partitioned or not total else row["n_dead_tup"] / total
             source = None if bloat is None else "estimate"
-        objects.append(ObjectStats(
-            name=row["name"], kind="partitioned table" if partitioned else "table",
-            size_bytes=None if partitioned else row["size_bytes"],
-            live_tuples=row["n_live_tup"], dead_tuples=row["n_dead_tup"],
-            bloat=bloat, bloat_source=source,
-            last_vacuum=row["last_vacuum"], last_autovacuum=row["last_autovacuum"],
-            last_analyze=row["last_analyze"], last_autoanalyze=row["last_autoanalyze"],
-        ))
+        objects.append(
+            ObjectStats(
+                name=row["name"],
+                kind="partitioned table" if partitioned else "table",
+                size_bytes=None if partitioned else row["size_bytes"],
+                live_tuples=row["n_live_tup"],
+                dead_tuples=row["n_dead_tup"],
+                bloat=bloat,
+                bloat_source=source,
+                last_vacuum=row["last_vacuum"],
+                last_autovacuum=row["last_autovacuum"],
+                last_analyze=row["last_analyze"],
+                last_autoanalyze=row["last_autoanalyze"],
+            )
+        )
     indexes = text(INDEXES.format(leaf_density=LEAF_DENSITY if exact else "NULL"))
     for row in (await conn.execute(indexes)).mappings():
         density = row["leaf_density"]
@@ -133,18 +144,30 @@ async def measure(conn: AsyncConnection) -> Snapshot:
             source = None if bloat is None else "estimate"
         else:
             bloat, source = None, None
-        objects.append(ObjectStats(
-            name=row["name"], kind="index", table=row["table_name"], size_bytes=row["size_bytes"],
-            bloat=bloat, bloat_source=source, valid=row["valid"], method=row["method"],
-        ))
+        objects.append(
+            ObjectStats(
+                name=row["name"],
+                kind="index",
+                table=row["table_name"],
+                size_bytes=row["size_bytes"],
+                bloat=bloat,
+                bloat_source=source,
+                valid=row["valid"],
+                method=row["method"],
+            )
+        )
     partitions = []
     for row in (await conn.execute(PARTITIONS)).mappings():
         parsed = partition_day(row["name"])
         if parsed is None:
             continue
-        state = "detached" if row["parent"] is None else "detaching" if row["pending"] else "attached"
+        state = (
+            "detached" if row["parent"] is None else "detaching" if row["pending"] else "attached"
+        )
         partitions.append(Partition(parsed[0], row["name"], parsed[1], state))
-    return Snapshot("postgresql", datetime.now(UTC), objects, sorted(partitions, key=lambda p: p.name))
+    return Snapshot(
+        "postgresql", datetime.now(UTC), objects, sorted(partitions, key=lambda p: p.name)
+    )
 
 
 TIMEOUT_SQLSTATES = {"55P03", "57014"}  # lock_not_available, query_canceled (statement_timeout)

@@ -54,17 +54,27 @@ async def measure(conn: AsyncConnection) -> Snapshot:
     pages = await _pragma(conn, "page_count")
     free = await _pragma(conn, "freelist_count")
     mode = AUTO_VACUUM.get(await _pragma(conn, "auto_vacuum"), "none")
-    objects = [ObjectStats(
-        name="main", kind="database", size_bytes=pages * page_size,
-        bloat=free / pages if pages else 0.0, bloat_source="freelist", method=mode,
-    )]
+    objects = [
+        ObjectStats(
+            name="main",
+            kind="database",
+            size_bytes=pages * page_size,
+            bloat=free / pages if pages else 0.0,
+            bloat_source="freelist",
+            method=mode,
+        )
+    ]
     rows = await conn.exec_driver_sql(
         "SELECT m.name, m.type, m.tbl_name, sum(d.pgsize) FROM sqlite_schema m "
         "JOIN dbstat d ON d.name = m.name WHERE m.type IN ('table', 'index') "
         "GROUP BY m.name ORDER BY m.name"
     )
     for name, kind, table, size in rows.all():
-        objects.append(ObjectStats(name=name, kind=kind, table=None if kind == "table" else table, size_bytes=size))
+        objects.append(
+            ObjectStats(
+                name=name, kind=kind, table=None if kind == "table" else table, size_bytes=size
+            )
+        )
     return Snapshot("sqlite", datetime.now(UTC), objects)
 
 

@@ -19,4 +19,8 @@ async def _upgrade(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_upgrade(sys.argv[1] if len(sys.argv) > 1 else load_settings().database_url.get_secret_value()))
+    asyncio.run(
+        _upgrade(
+            sys.argv[1] if len(sys.argv) > 1 else load_settings().database_url.get_secret_value()
+        )
+    )

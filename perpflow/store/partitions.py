@@ -4,8 +4,9 @@ Each partitioned table has one partition per UTC day, named ``<table>_pYYYYMMDD`
 ``[day 00:00 UTC, next day 00:00 UTC)`` of ``ts``. Partitions are created by the SQL function
 ``perpflow_ensure_partition(table, day)`` (revision 0002; SECURITY DEFINER, so a collector role
 that may only insert can still open a new day): ahead of time by the maintain-database flow and on
-demand when a write meets a day without one. There is no default partition: a row for a day
-nobody created fails loudly instead of piling up where retention cannot drop it by day.
+demand when a write meets a day without one; it waits at most 5 s for its parent's lock. There is
+no default partition: a row for a day nobody created fails loudly instead of piling up where
+retention cannot drop it by day.
 SQLite has no partitions; every function here is a no-op there.
 """
 
@@ -21,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 PARTITIONED = ("tickers", "funding_rates")
 _DAY_SUFFIX = re.compile(r"^(?P<table>.+)_p(?P<day>\d{8})$")
-ENSURE_LOCK_TIMEOUT = "5s"
 
 _ENSURE = text(
     "SELECT created FROM (SELECT perpflow_ensure_partition(:table, d) AS created "
@@ -43,8 +43,8 @@ def partition_day(name: str) -> tuple[str, date] | None:
 
 
 async def ensure_partitions(conn: AsyncConnection, table: str, days: Iterable[date]) -> list[str]:
-    """Create the missing daily partitions of ``table`` for ``days`` (UTC dates) on ``conn``'s
-    transaction; returns the names created (empty when all existed: then it costs one round trip
+    """Create the missing daily partitions of ``table`` for ``days`` (UTC dates) on ``conn``;
+    returns the names created (empty when all existed: then it costs one round trip
     and takes no lock). No-op on SQLite and for tables that are not partitioned."""
     wanted = sorted(set(days))
     if conn.dialect.name != "postgresql" or table not in PARTITIONED or not wanted:
@@ -53,15 +53,18 @@ async def ensure_partitions(conn: AsyncConnection, table: str, days: Iterable[da
     return list(result.scalars())
 
 
-async def ensure_row_partitions(engine: AsyncEngine, table: Table, rows: list[dict[str, Any]]) -> list[str]:
+async def ensure_row_partitions(
+    engine: AsyncEngine, table: Table, rows: list[dict[str, Any]]
+) -> list[str]:
     """Make sure the partitions for the ``ts`` days of ``rows`` exist before they are inserted.
 
-    Runs in its own short transaction (a new partition briefly locks its parent; with
-    ``lock_timeout`` 5 s it never queues a collector for long). Returns the names created.
+    One autocommit statement, before (not inside) the write's transaction: creating a partition
+    briefly locks its parent, and the function waits at most 5 s for that lock (``lock_timeout``),
+    so it never queues other writers for long. Returns the names created.
     """
     if engine.dialect.name != "postgresql" or table.name not in PARTITIONED or not rows:
         return []
     days = {row["ts"].astimezone(UTC).date() for row in rows}
-    async with engine.begin() as conn:
-        await conn.execute(text(f"SET LOCAL lock_timeout = '{ENSURE_LOCK_TIMEOUT}'"))
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         return await ensure_partitions(conn, table.name, days)

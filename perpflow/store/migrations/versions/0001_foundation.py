@@ -92,7 +92,9 @@ def upgrade() -> None:
         sa.Column("exchange", sa.String(64), nullable=False),
         sa.Column("dataset", sa.String(32), nullable=False),
         sa.Column("symbol", sa.String(128)),
-        sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column(
+            "payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("run_id", sa.String(64)),
         _ts("quarantined_at", nullable=False),
@@ -116,5 +118,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("collection_ledger", "quarantine", "funding_history", "funding_rates", "tickers", "instruments"):
+    for table in (
+        "collection_ledger",
+        "quarantine",
+        "funding_history",
+        "funding_rates",
+        "tickers",
+        "instruments",
+    ):
         op.drop_table(table)

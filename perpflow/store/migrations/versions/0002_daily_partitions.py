@@ -2,8 +2,9 @@
 
 Each table is renamed aside, recreated as ``PARTITION BY RANGE (ts)`` with the same columns and
 primary key (which includes ts), given one partition per UTC day present in its rows, filled from
-the old table, and the old table dropped; a BRIN index on ts serves the recent-window queries. ``perpflow_ensure_partition(table, day)`` creates a
-day's partition when missing (see ``perpflow.store.partitions``). SQLite: nothing to do.
+the old table, and the old table dropped; a BRIN index on ts serves the recent-window queries.
+``perpflow_ensure_partition(table, day)`` creates a day's partition when missing (see
+``perpflow.store.partitions``). SQLite: nothing to do.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,7 +25,8 @@ TABLES = ("tickers", "funding_rates")
 
 ENSURE_PARTITION = """
 CREATE OR REPLACE FUNCTION perpflow_ensure_partition(parent text, day date) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = {schema}, pg_temp SET lock_timeout = '5s' AS $fn$
 DECLARE
     part text := parent || '_p' || to_char(day, 'YYYYMMDD');
 BEGIN
