@@ -143,6 +143,7 @@ class Settings(BaseSettings):
         0.95, gt=0, le=1, description="symbols with rows / active instruments, per venue"
     )
     quality_examples: int = Field(5, ge=0, description="unexpected examples kept per expectation")
+    health_disk_path: str = Field("data", description="file system whose disk use is reported")
     health_stale_warn_factor: float = Field(2.0, gt=0, description="age / schedule for WARN")
     health_stale_crit_factor: float = Field(5.0, gt=0, description="age / schedule for CRIT")
     health_failure_rate_warn: float = Field(0.05, ge=0, le=1, description="failed / runs, 24 h")

@@ -104,3 +104,17 @@ async def write_quality_results(url: SecretStr, run_id: str, rows: list[dict[str
     """Store one data-quality run's results (one row per expectation)."""
     async with store.run_engine(url.get_secret_value()) as engine:
         await store.write_quality_results(engine, run_id, rows)
+
+
+@task(name="write-health-snapshot", **STORE_POLICY)
+async def write_health_snapshot(url: SecretStr, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Store one health run's checks (one ``health_snapshots`` row each, plus ``overall``)."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        await store.write_health_snapshot(engine, run_id, rows)
+
+
+@task(name="previous-health-status", **STORE_POLICY)
+async def previous_health_status(url: SecretStr, run_id: str) -> str | None:
+    """The overall status of the newest earlier health snapshot (None when there is none)."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        return await store.previous_health_status(engine, run_id)
