@@ -80,7 +80,9 @@ async def notification_block_id(reference: str, webhook_url: SecretStr | None = 
     return block._block_document_id
 
 
-def automations(block_id: UUID, stale_minutes: int, flows: tuple[str, ...] = PROJECT_FLOWS) -> list[AutomationCore]:
+def automations(
+    block_id: UUID, stale_minutes: int, flows: tuple[str, ...] = PROJECT_FLOWS
+) -> list[AutomationCore]:
     """The project's automations (unsaved), each notifying through ``block_id``."""
 
     def notify(subject: str, body: str) -> list[SendNotification]:

@@ -99,20 +99,34 @@ async def check_data_quality(
     gaps = await record_funding_gaps(ctx.database_url, data.gaps, ctx.run_id)
     unfillable = await unfillable_funding_gaps(ctx.database_url)
     run = await validate_quality_window(
-        data, thresholds, Path(settings.quality_dir), ctx.run_id, settings.quality_examples, suite_done
+        data,
+        thresholds,
+        Path(settings.quality_dir),
+        ctx.run_id,
+        settings.quality_examples,
+        suite_done,
     )
     checked_at = datetime.now(UTC)
     await write_quality_results(
         ctx.database_url,
         ctx.run_id,
-        [{**row, "window_start": window.start, "window_end": window.end, "checked_at": checked_at} for row in run.rows],
+        [
+            {
+                **row,
+                "window_start": window.start,
+                "window_end": window.end,
+                "checked_at": checked_at,
+            }
+            for row in run.rows
+        ],
     )
     failed = [row["expectation"] for row in run.rows if not row["success"]]
+    passed = f"{len(run.rows) - len(failed)}/{len(run.rows)} expectations passed"
     await acreate_table_artifact(
         table=[_table_row(row, run.docs_pages) for row in run.rows],
         key=RESULTS_KEY,
-        description=f"Data quality {span}: {len(run.rows) - len(failed)}/{len(run.rows)} expectations "
-        f"passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        description=f"Data quality {span}: {passed}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
     )
     await acreate_link_artifact(
         link=run.docs_index,
@@ -121,7 +135,9 @@ async def check_data_quality(
         description=f"Data Docs (validation results of every run; this run: {ctx.run_id})",
     )
     seen = {(g["exchange"], g["symbol"], g["gap_from"]) for g in gaps}
-    reported = gaps + [g for g in unfillable if (g["exchange"], g["symbol"], g["gap_from"]) not in seen]
+    reported = gaps + [
+        g for g in unfillable if (g["exchange"], g["symbol"], g["gap_from"]) not in seen
+    ]
     await acreate_table_artifact(
         table=[_gap_row(gap) for gap in reported],
         key=GAPS_KEY,

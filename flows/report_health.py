@@ -15,7 +15,13 @@ from prefect.logging import get_run_logger
 
 from flows.common import resolve_run
 from perpflow import health
-from tasks.health import probe_database, probe_freshness, probe_ledger, probe_system, read_run_history
+from tasks.health import (
+    probe_database,
+    probe_freshness,
+    probe_ledger,
+    probe_system,
+    read_run_history,
+)
 from tasks.store import previous_health_status, write_health_snapshot
 
 REPORT_KEY = "health-report"
@@ -61,7 +67,9 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
         checks += await probe_freshness(url, settings, now)
         checks += await probe_ledger(url, settings, now)
     else:
-        checks.append(health.Check("freshness", health.CRIT, detail="not checked: database unreachable"))
+        checks.append(
+            health.Check("freshness", health.CRIT, detail="not checked: database unreachable")
+        )
     checks += health.run_history_checks(
         await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
     )
@@ -79,11 +87,23 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
         emit_event(
             event=event,
             resource=RESOURCE,
-            related=[{"prefect.resource.id": f"prefect.flow-run.{ctx.run_id}", "prefect.resource.role": "flow-run"}],
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{ctx.run_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ],
             payload={"previous": previous or health.OK, "status": status, "checks": failing},
         )
-        get_run_logger().warning("health %s -> %s: emitted %s", previous or health.OK, status, event)
-    return {"status": status, "previous": previous, "event": event, "checks": [asdict(c) for c in checks]}
+        get_run_logger().warning(
+            "health %s -> %s: emitted %s", previous or health.OK, status, event
+        )
+    return {
+        "status": status,
+        "previous": previous,
+        "event": event,
+        "checks": [asdict(c) for c in checks],
+    }
 
 
 if __name__ == "__main__":

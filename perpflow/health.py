@@ -103,7 +103,9 @@ def system_checks(data_dir: Path, s: Settings) -> list[Check]:
     thresholds = (s.health_percent_warn, s.health_percent_crit)
     return [
         Check("system.cpu", level(cpu, *thresholds), cpu, "%", "CPU use of the machine"),
-        Check("system.memory", level(memory, *thresholds), memory, "%", "memory use of the machine"),
+        Check(
+            "system.memory", level(memory, *thresholds), memory, "%", "memory use of the machine"
+        ),
         Check("system.disk", level(used, *thresholds), used, "%", f"disk use under {data_dir}"),
         Check("system.process_rss", OK, float(rss), "bytes", "resident memory of this process"),
     ]
@@ -133,11 +135,16 @@ async def _sizes(conn) -> list[Check]:
 
 async def _postgres_checks(conn, s: Settings) -> list[Check]:
     connections = (
-        await conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+        await conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        )
     ).scalar_one()
     hit, read = (
         await conn.execute(
-            text("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
+            text(
+                "SELECT blks_hit, blks_read FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            )
         )
     ).one()
     ratio = hit / (hit + read) if hit + read else 1.0
@@ -150,7 +157,9 @@ async def _postgres_checks(conn, s: Settings) -> list[Check]:
             {"secs": s.health_long_query_seconds},
         )
     ).scalar_one()
-    waiting = (await conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))).scalar_one()
+    waiting = (
+        await conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+    ).scalar_one()
     return [
         Check("database.connections", OK, float(connections), "count", "sessions on this database"),
         Check(
@@ -199,13 +208,25 @@ async def database_checks(engine: AsyncEngine, s: Settings, secrets: list[str]) 
             try:
                 checks += await _sizes(conn)
             except Exception as exc:  # noqa: BLE001 - e.g. SQLite built without dbstat
-                checks.append(Check("database.size", OK, None, None, f"sizes unavailable: {type(exc).__name__}"))
+                checks.append(
+                    Check(
+                        "database.size", OK, None, None, f"sizes unavailable: {type(exc).__name__}"
+                    )
+                )
                 await conn.rollback()
             if conn.dialect.name == "postgresql":
                 checks += await _postgres_checks(conn, s)
             return checks
     except Exception as exc:  # noqa: BLE001 - an unreachable database is a finding, not a crash
-        return [Check("database.round_trip", CRIT, None, "ms", f"unreachable: {type(exc).__name__}: {redact(str(exc), secrets)}")]
+        return [
+            Check(
+                "database.round_trip",
+                CRIT,
+                None,
+                "ms",
+                f"unreachable: {type(exc).__name__}: {redact(str(exc), secrets)}",
+            )
+        ]
 
 
 async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list[Check]:
@@ -218,13 +239,18 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
         venues = dict(
             (
                 await conn.execute(
-                    select(instruments.c.exchange, func.min(instruments.c.funding_interval_hours))
-                    .group_by(instruments.c.exchange)
+                    select(
+                        instruments.c.exchange, func.min(instruments.c.funding_interval_hours)
+                    ).group_by(instruments.c.exchange)
                 )
             ).all()
         )
         newest = {}
-        for table, column in ((tickers, "ts"), (funding_rates, "ts"), (funding_history, "funding_ts")):
+        for table, column in (
+            (tickers, "ts"),
+            (funding_rates, "ts"),
+            (funding_history, "funding_ts"),
+        ):
             query = select(table.c.exchange, func.max(table.c[column])).group_by(table.c.exchange)
             for exchange, ts in await conn.execute(query):
                 newest[(exchange, table.name)] = ts
@@ -244,7 +270,13 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
             age = (now - ts).total_seconds()
             status = level(age / schedule, s.health_stale_warn_factor, s.health_stale_crit_factor)
             checks.append(
-                Check(name, status, round(age, 1), "s", f"newest row {ts.isoformat()}; schedule {schedule:g} s")
+                Check(
+                    name,
+                    status,
+                    round(age, 1),
+                    "s",
+                    f"newest row {ts.isoformat()}; schedule {schedule:g} s",
+                )
             )
     return checks
 
@@ -269,15 +301,40 @@ async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list
                     func.sum(ledger.stored),
                     func.sum(ledger.duplicates),
                     func.sum(ledger.quarantined),
-                    func.sum(case((ok, ledger.requested - ledger.stored - ledger.duplicates - ledger.quarantined), else_=0)),
+                    func.sum(
+                        case(
+                            (
+                                ok,
+                                ledger.requested
+                                - ledger.stored
+                                - ledger.duplicates
+                                - ledger.quarantined,
+                            ),
+                            else_=0,
+                        )
+                    ),
                 )
                 .where(ledger.started_at >= now - span)
                 .group_by(ledger.exchange)
                 .order_by(ledger.exchange)
             )
-            for venue, runs, steps, failed, requested, stored, dupes, quarantined, unaccounted in await conn.execute(query):
+            for (
+                venue,
+                runs,
+                steps,
+                failed,
+                requested,
+                stored,
+                dupes,
+                quarantined,
+                unaccounted,
+            ) in await conn.execute(query):
                 rate = failed / steps
-                status = CRIT if unaccounted else level(rate, s.health_failure_rate_warn, s.health_failure_rate_crit)
+                status = (
+                    CRIT
+                    if unaccounted
+                    else level(rate, s.health_failure_rate_warn, s.health_failure_rate_crit)
+                )
                 checks.append(
                     Check(
                         f"ledger.{venue}.{label}",
@@ -328,18 +385,33 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 
 
-def render_markdown(status: str, previous: str | None, checks: list[Check], taken_at: datetime) -> str:
+def render_markdown(
+    status: str, previous: str | None, checks: list[Check], taken_at: datetime
+) -> str:
     """The health report as markdown: the overall status and every non-OK check first, then all
     checks grouped by their first name part (system, database, freshness, ledger, runs)."""
-    lines = [f"# Health: {status}", "", f"Taken {taken_at.isoformat()}; previous: {previous or 'none'}.", ""]
+    lines = [
+        f"# Health: {status}",
+        "",
+        f"Taken {taken_at.isoformat()}; previous: {previous or 'none'}.",
+        "",
+    ]
     attention = sorted((c for c in checks if c.status != OK), key=lambda c: -RANK[c.status])
     lines += ["## Attention", ""]
-    lines += [f"- **{c.status}** `{c.name}`: {_value(c)} {c.detail}" for c in attention] or ["- none"]
+    lines += [f"- **{c.status}** `{c.name}`: {_value(c)} {c.detail}" for c in attention] or [
+        "- none"
+    ]
     sections: dict[str, list[Check]] = defaultdict(list)
     for check in checks:
         sections[check.name.split(".")[0]].append(check)
     for section, items in sections.items():
-        lines += ["", f"## {section}", "", "| status | check | value | detail |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {section}",
+            "",
+            "| status | check | value | detail |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {c.status} | `{c.name}` | {_value(c)} | {c.detail} |" for c in items]
     return "\n".join(lines) + "\n"
 
@@ -353,7 +425,23 @@ def _value(check: Check) -> str:
 def snapshot_rows(status: str, checks: list[Check], taken_at: datetime) -> list[dict[str, Any]]:
     """``health_snapshots`` rows (without ``run_id``): one per check plus ``overall``."""
     rows = [
-        {"name": c.name, "status": c.status, "value": c.value, "unit": c.unit, "detail": c.detail, "taken_at": taken_at}
+        {
+            "name": c.name,
+            "status": c.status,
+            "value": c.value,
+            "unit": c.unit,
+            "detail": c.detail,
+            "taken_at": taken_at,
+        }
         for c in checks
     ]
-    return rows + [{"name": OVERALL, "status": status, "value": None, "unit": None, "detail": "", "taken_at": taken_at}]
+    return rows + [
+        {
+            "name": OVERALL,
+            "status": status,
+            "value": None,
+            "unit": None,
+            "detail": "",
+            "taken_at": taken_at,
+        }
+    ]

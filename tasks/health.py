@@ -58,7 +58,9 @@ def _secrets(url: SecretStr) -> list[str]:
 
 def _record(run: FlowRun, names: dict, late_after: timedelta) -> health.RunRecord:
     late = run.state_name == "Late" or bool(
-        run.start_time and run.expected_start_time and run.start_time - run.expected_start_time > late_after
+        run.start_time
+        and run.expected_start_time
+        and run.start_time - run.expected_start_time > late_after
     )
     state = run.state_type.value if run.state_type else "UNKNOWN"
     finished = state in health.FAILED_STATES or state == "COMPLETED"
@@ -67,7 +69,13 @@ def _record(run: FlowRun, names: dict, late_after: timedelta) -> health.RunRecor
     return health.RunRecord(name, state, late, duration)
 
 
-@task(name="read-run-history", cache_policy=NO_CACHE, timeout_seconds=120, retries=2, retry_delay_seconds=5)
+@task(
+    name="read-run-history",
+    cache_policy=NO_CACHE,
+    timeout_seconds=120,
+    retries=2,
+    retry_delay_seconds=5,
+)
 async def read_run_history(since: datetime, late_seconds: float) -> list[health.RunRecord]:
     """Flow runs expected to start since ``since`` (Prefect API, paged, at most 20 000), each
     named by its deployment (else its flow); late when started more than ``late_seconds`` after
@@ -77,14 +85,22 @@ async def read_run_history(since: datetime, late_seconds: float) -> list[health.
         window = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
         while len(runs) < MAX_RUNS:
             page = await client.read_flow_runs(
-                flow_run_filter=window, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=PAGE, offset=len(runs)
+                flow_run_filter=window,
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=PAGE,
+                offset=len(runs),
             )
             runs += page
             if len(page) < PAGE:
                 break
         # A handful of flows and deployments: read each by id.
         flows = [await client.read_flow(i) for i in {run.flow_id for run in runs}]
-        deployments = [await client.read_deployment(i) for i in {r.deployment_id for r in runs if r.deployment_id}]
+        deployments = [
+            await client.read_deployment(i)
+            for i in {r.deployment_id for r in runs if r.deployment_id}
+        ]
     flow_names = {f.id: f.name for f in flows}
-    names = flow_names | {d.id: f"{flow_names.get(d.flow_id, d.flow_id)}/{d.name}" for d in deployments}
+    names = flow_names | {
+        d.id: f"{flow_names.get(d.flow_id, d.flow_id)}/{d.name}" for d in deployments
+    }
     return [_record(run, names, timedelta(seconds=late_seconds)) for run in runs]

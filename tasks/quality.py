@@ -15,10 +15,24 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from perpflow import store
-from perpflow.quality import QualityWindow, SuiteRun, Thresholds, WindowData, load_frames, suites, validate
+from perpflow.quality import (
+    QualityWindow,
+    SuiteRun,
+    Thresholds,
+    WindowData,
+    load_frames,
+    suites,
+    validate,
+)
 
 
-@task(name="load-quality-window", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], timeout_seconds=900)
+@task(
+    name="load-quality-window",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    timeout_seconds=900,
+)
 async def load_quality_window(url: SecretStr, window: QualityWindow) -> WindowData:
     """The window's rows as DataFrames, its coverage and continuity frames and gaps."""
     async with store.run_engine(url.get_secret_value()) as engine:

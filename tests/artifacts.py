@@ -18,7 +18,11 @@ async def run_artifacts(flow_run_id) -> dict[str, Artifact]:
         response = await client.request(
             "POST",
             "/artifacts/filter",
-            json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "sort": "CREATED_DESC", "limit": 200},
+            json={
+                "artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}},
+                "sort": "CREATED_DESC",
+                "limit": 200,
+            },
         )
     found = Artifact.model_validate_list(response.json())
     return {artifact.key: artifact for artifact in reversed(found) if artifact.key}

@@ -24,7 +24,11 @@ NAMES = {
 
 async def _project_automations():
     async with get_client() as client:
-        return [a for a in await client.read_automations(sort=AutomationSort.NAME_ASC, limit=200) if a.name.startswith("perpflow: ")]
+        return [
+            a
+            for a in await client.read_automations(sort=AutomationSort.NAME_ASC, limit=200)
+            if a.name.startswith("perpflow: ")
+        ]
 
 
 async def test_setup_twice_creates_each_automation_once(monkeypatch):
@@ -48,7 +52,9 @@ async def test_setup_twice_creates_each_automation_once(monkeypatch):
     assert "collect-tickers" in failed.match_related["prefect.resource.name"]
     overdue = by_name["perpflow: collect-tickers overdue"].trigger
     assert (overdue.posture, overdue.within, overdue.expect) == (
-        "Proactive", timedelta(minutes=30), {"prefect.flow-run.Completed"},
+        "Proactive",
+        timedelta(minutes=30),
+        {"prefect.flow-run.Completed"},
     )
     health = by_name["perpflow: health changed"].trigger
     assert health.expect == {"perpflow.health.degraded", "perpflow.health.recovered"}

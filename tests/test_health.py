@@ -17,9 +17,15 @@ from flows.collect_tickers import collect_tickers
 from flows.report_health import _change_event, report_health
 from flows.sweep_funding_rates import sweep_funding_rates
 from perpflow.emulator import EmulatorServer, GeneratedVenue
-from perpflow.health import CRIT, OK, WARN, percentile, run_history_checks, RunRecord
+from perpflow.health import CRIT, OK, WARN, RunRecord, percentile, run_history_checks
 from perpflow.settings import load_settings
-from perpflow.store import collection_ledger, create_engine, health_snapshots, tickers, write_health_snapshot
+from perpflow.store import (
+    collection_ledger,
+    create_engine,
+    health_snapshots,
+    tickers,
+    write_health_snapshot,
+)
 from tests.artifacts import run_artifacts
 from tests.test_flows import configure, fetch_all
 
@@ -41,7 +47,9 @@ async def _events(name: str, since: datetime, flow_run_id) -> list:
     async with get_client() as client:
         for _ in range(60):
             page = await client.read_events(
-                filter=EventFilter(event=EventNameFilter(name=[name]), occurred=EventOccurredFilter(since=since)),
+                filter=EventFilter(
+                    event=EventNameFilter(name=[name]), occurred=EventOccurredFilter(since=since)
+                ),
                 limit=50,
             )
             found = [e for e in page.events if any(r.id == related for r in e.related)]
@@ -51,7 +59,9 @@ async def _events(name: str, since: datetime, flow_run_id) -> list:
     return []
 
 
-async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(database_url, monkeypatch):
+async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
+    database_url, monkeypatch
+):
     url = _with_password(database_url)
     venues = [GeneratedVenue(v, symbols=8, seed=9) for v in VENUES]
     with EmulatorServer(venues).running_in_thread() as server:
@@ -62,12 +72,17 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(datab
     checks = {c["name"]: c for c in (await first.result())["checks"]}
     for venue in VENUES:
         assert checks[f"freshness.{venue}.tickers"]["status"] == OK
-        assert checks[f"ledger.{venue}.1h"]["status"] == OK and checks[f"ledger.{venue}.1h"]["value"] == 0
+        assert (
+            checks[f"ledger.{venue}.1h"]["status"] == OK
+            and checks[f"ledger.{venue}.1h"]["value"] == 0
+        )
     assert checks["database.round_trip"]["value"] is not None
     assert any(name.startswith("database.size.table.tickers") for name in checks)
     assert "runs.collect-tickers" in checks
     if database_url.startswith("postgresql"):
-        assert {"database.cache_hit_ratio", "database.connections", "database.lock_waits"} <= set(checks)
+        assert {"database.cache_hit_ratio", "database.connections", "database.lock_waits"} <= set(
+            checks
+        )
 
     # A venue whose newest ticker is an hour old, and a ledger row with 3 rows unaccounted for.
     engine = create_engine(url)
@@ -77,20 +92,44 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(datab
             for row in rows:
                 await conn.execute(
                     update(tickers)
-                    .where(tickers.c.exchange == "okx", tickers.c.symbol == row.symbol, tickers.c.ts == row.ts)
+                    .where(
+                        tickers.c.exchange == "okx",
+                        tickers.c.symbol == row.symbol,
+                        tickers.c.ts == row.ts,
+                    )
                     .values(ts=row.ts - timedelta(hours=1))
                 )
             now = datetime.now(UTC)
             await conn.execute(
                 insert(collection_ledger).values(
-                    run_id=str(uuid.uuid4()), exchange="bybit", dataset="tickers", requested=10, received=10,
-                    stored=7, duplicates=0, quarantined=0, status="ok", started_at=now, finished_at=now,
+                    run_id=str(uuid.uuid4()),
+                    exchange="bybit",
+                    dataset="tickers",
+                    requested=10,
+                    received=10,
+                    stored=7,
+                    duplicates=0,
+                    quarantined=0,
+                    status="ok",
+                    started_at=now,
+                    finished_at=now,
                 )
             )
         # The previous snapshot says OK, so the change to CRIT must be announced.
-        await write_health_snapshot(engine, "earlier-run", [
-            {"name": "overall", "status": OK, "value": None, "unit": None, "detail": "", "taken_at": now}
-        ])
+        await write_health_snapshot(
+            engine,
+            "earlier-run",
+            [
+                {
+                    "name": "overall",
+                    "status": OK,
+                    "value": None,
+                    "unit": None,
+                    "detail": "",
+                    "taken_at": now,
+                }
+            ],
+        )
     finally:
         await engine.dispose()
 
@@ -102,7 +141,11 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(datab
     assert checks["freshness.bybit.tickers"]["status"] == OK
     assert (checks["ledger.bybit.1h"]["status"], checks["ledger.bybit.1h"]["value"]) == (CRIT, 3)
     assert "unaccounted 3" in checks["ledger.bybit.1h"]["detail"]
-    assert (result["status"], result["previous"], result["event"]) == (CRIT, OK, "perpflow.health.degraded")
+    assert (result["status"], result["previous"], result["event"]) == (
+        CRIT,
+        OK,
+        "perpflow.health.degraded",
+    )
 
     run_id = second.state_details.flow_run_id
     report = (await run_artifacts(run_id))["health-report"].data
@@ -116,9 +159,15 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(datab
     (event,) = await _events("perpflow.health.degraded", since, run_id)
     assert event.resource.id == "perpflow.health"
     assert (event.payload["previous"], event.payload["status"]) == (OK, CRIT)
-    assert {"freshness.okx.tickers", "ledger.bybit.1h"} <= {c["name"] for c in event.payload["checks"]}
+    assert {"freshness.okx.tickers", "ledger.bybit.1h"} <= {
+        c["name"] for c in event.payload["checks"]
+    }
 
-    published = [a.data for run in (first, second) for a in (await run_artifacts(run.state_details.flow_run_id)).values()]
+    published = [
+        a.data
+        for run in (first, second)
+        for a in (await run_artifacts(run.state_details.flow_run_id)).values()
+    ]
     assert published and not any(SECRET in str(data) for data in published)
     assert SECRET not in json.dumps(event.payload)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, update
 
 from flows.check_data_quality import DataQualityFailed, check_data_quality
 from flows.collect_tickers import collect_tickers
@@ -22,7 +22,7 @@ from flows.sweep_funding_rates import sweep_funding_rates
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.store import create_engine, funding_gaps, funding_history, quality_results, tickers
 from tests.artifacts import run_artifacts, table
-from tests.conftest import _create_pg_database, _drop_pg_database, PG_ADMIN_DSN
+from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
 from tests.test_flows import configure, fetch_all, perpetuals
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -30,19 +30,39 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 VENUES = ("binanceusdm", "bybit", "okx")
 DAY = timedelta(days=1)
 EXPECTATIONS = {
-    "coverage.funding_rates", "coverage.tickers", "funding_history.continuity",
-    "funding_history.exchange_not_null", "funding_history.funding_rate_within_bound",
-    "funding_history.funding_ts_not_in_future", "funding_history.funding_ts_not_null",
-    "funding_history.key_unique", "funding_history.symbol_not_null",
-    "funding_rates.exchange_not_null", "funding_rates.funding_rate_within_bound",
-    "funding_rates.index_price_positive", "funding_rates.key_unique",
-    "funding_rates.mark_price_positive", "funding_rates.mark_within_band_of_index",
-    "funding_rates.next_funding_rate_within_bound", "funding_rates.symbol_not_null",
-    "funding_rates.ts_not_in_future", "funding_rates.ts_not_null", "funding_rates.ts_not_stale",
-    "tickers.ask_positive", "tickers.bid_le_ask", "tickers.bid_positive", "tickers.exchange_not_null",
-    "tickers.index_price_positive", "tickers.key_unique", "tickers.last_positive",
-    "tickers.mark_price_positive", "tickers.mark_within_band_of_index", "tickers.symbol_not_null",
-    "tickers.ts_not_in_future", "tickers.ts_not_null", "tickers.ts_not_stale",
+    "coverage.funding_rates",
+    "coverage.tickers",
+    "funding_history.continuity",
+    "funding_history.exchange_not_null",
+    "funding_history.funding_rate_within_bound",
+    "funding_history.funding_ts_not_in_future",
+    "funding_history.funding_ts_not_null",
+    "funding_history.key_unique",
+    "funding_history.symbol_not_null",
+    "funding_rates.exchange_not_null",
+    "funding_rates.funding_rate_within_bound",
+    "funding_rates.index_price_positive",
+    "funding_rates.key_unique",
+    "funding_rates.mark_price_positive",
+    "funding_rates.mark_within_band_of_index",
+    "funding_rates.next_funding_rate_within_bound",
+    "funding_rates.symbol_not_null",
+    "funding_rates.ts_not_in_future",
+    "funding_rates.ts_not_null",
+    "funding_rates.ts_not_stale",
+    "tickers.ask_positive",
+    "tickers.bid_le_ask",
+    "tickers.bid_positive",
+    "tickers.exchange_not_null",
+    "tickers.index_price_positive",
+    "tickers.key_unique",
+    "tickers.last_positive",
+    "tickers.mark_price_positive",
+    "tickers.mark_within_band_of_index",
+    "tickers.symbol_not_null",
+    "tickers.ts_not_in_future",
+    "tickers.ts_not_null",
+    "tickers.ts_not_stale",
 }
 
 
@@ -56,10 +76,16 @@ async def collected(request, tmp_path_factory):
         url = f"sqlite+aiosqlite:///{tmp / 'market.sqlite'}"
     else:
         name = await _create_pg_database()
-        url = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+        url = (
+            PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+            + f"/{name}"
+        )
     listed = int((datetime.now(UTC) - 6 * DAY).timestamp() * 1000) // 86_400_000 * 86_400_000
     venues = [GeneratedVenue(v, symbols=12, seed=5, listed_ms=listed) for v in VENUES]
-    with pytest.MonkeyPatch.context() as patch, EmulatorServer(venues).running_in_thread() as server:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        EmulatorServer(venues).running_in_thread() as server,
+    ):
         configure(patch, url, server, VENUES)
         patch.setenv("PERPFLOW_QUALITY_DIR", str(tmp / "quality"))
         await collect_tickers()
@@ -73,7 +99,9 @@ async def _check(url: str):
     """Run check-data-quality over a window covering everything; returns (state, rows by key,
     artifacts by key)."""
     now = datetime.now(UTC)
-    state = await check_data_quality(start=now - 8 * DAY, end=now + timedelta(hours=1), return_state=True)
+    state = await check_data_quality(
+        start=now - 8 * DAY, end=now + timedelta(hours=1), return_state=True
+    )
     artifacts = await run_artifacts(state.state_details.flow_run_id)
     rows = {row["expectation"]: row for row in table(artifacts["data-quality-results"])}
     return state, rows, artifacts
@@ -107,8 +135,12 @@ async def test_clean_data_passes_every_suite_and_links_resolve(collected):
     count = sum(len(perpetuals(server, venue)) for venue in VENUES)
     assert rows["tickers.bid_le_ask"]["element_count"] == count
     assert rows["funding_history.continuity"]["element_count"] > count * 6
-    stored = await fetch_all(url, quality_results, quality_results.c.run_id == str(state.state_details.flow_run_id))
-    assert {row.expectation for row in stored} == EXPECTATIONS and all(row.success for row in stored)
+    stored = await fetch_all(
+        url, quality_results, quality_results.c.run_id == str(state.state_details.flow_run_id)
+    )
+    assert {row.expectation for row in stored} == EXPECTATIONS and all(
+        row.success for row in stored
+    )
 
     link = re.search(r"\((file://[^)]+)\)", artifacts["data-quality-docs"].data).group(1)
     index = _file(link)
@@ -128,7 +160,11 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
     okx = sorted(s for (v, s) in rows if v == "okx" and s != future.symbol)
     half = okx[: (len(okx) + 1) // 2]  # half of okx's instruments lose their tickers
     history = sorted(
-        (r for r in await fetch_all(url, funding_history) if (r.exchange, r.symbol) == ("bybit", "ETH/USDT:USDT")),
+        (
+            r
+            for r in await fetch_all(url, funding_history)
+            if (r.exchange, r.symbol) == ("bybit", "ETH/USDT:USDT")
+        ),
         key=lambda r: r.funding_ts,
     )
     missing = history[len(history) // 2]
@@ -136,7 +172,9 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
         url,
         update(tickers).where(*_key(tickers, crossed)).values(bid=crossed.ask * 1.01),
         update(tickers).where(*_key(tickers, negative)).values(last=-negative.last),
-        update(tickers).where(*_key(tickers, future)).values(ts=future.collected_at + timedelta(hours=1)),
+        update(tickers)
+        .where(*_key(tickers, future))
+        .values(ts=future.collected_at + timedelta(hours=1)),
         update(tickers).where(*_key(tickers, stale)).values(ts=stale.collected_at - DAY),
         delete(tickers).where(tickers.c.exchange == "okx", tickers.c.symbol.in_(half)),
         delete(funding_history).where(*_key(funding_history, missing)),
@@ -154,9 +192,16 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
     assert failed == set(named) | {"coverage.tickers"}
     for key, (venue, symbol) in named.items():
         (example,) = json.loads(rows[key]["examples"])
-        assert (rows[key]["unexpected_count"], example["exchange"], example["symbol"]) == (1, venue, symbol)
+        assert (rows[key]["unexpected_count"], example["exchange"], example["symbol"]) == (
+            1,
+            venue,
+            symbol,
+        )
     (coverage,) = json.loads(rows["coverage.tickers"]["examples"])
-    assert coverage == {"exchange": "okx", "tickers_coverage": pytest.approx(1 - len(half) / (len(okx) + 1))}
+    assert coverage == {
+        "exchange": "okx",
+        "tickers_coverage": pytest.approx(1 - len(half) / (len(okx) + 1)),
+    }
     assert state.is_failed()
     with pytest.raises(DataQualityFailed) as raised:
         await state.result()
@@ -165,18 +210,29 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
     interval = missing.funding_ts - history[len(history) // 2 - 1].funding_ts
     (gap,) = table(artifacts["data-quality-funding-gaps"])
     assert gap == {
-        "exchange": "bybit", "symbol": "ETH/USDT:USDT",
-        "from": missing.funding_ts.isoformat(), "to": missing.funding_ts.isoformat(),
-        "missing": 1, "interval_hours": interval / timedelta(hours=1), "status": "open", "detail": "",
+        "exchange": "bybit",
+        "symbol": "ETH/USDT:USDT",
+        "from": missing.funding_ts.isoformat(),
+        "to": missing.funding_ts.isoformat(),
+        "missing": 1,
+        "interval_hours": interval / timedelta(hours=1),
+        "status": "open",
+        "detail": "",
     }
-    stored = await fetch_all(url, quality_results, quality_results.c.run_id == str(state.state_details.flow_run_id))
+    stored = await fetch_all(
+        url, quality_results, quality_results.c.run_id == str(state.state_details.flow_run_id)
+    )
     assert {row.expectation for row in stored if not row.success} == failed
 
 
 async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     url, server, _ = collected
     history = sorted(
-        (r for r in await fetch_all(url, funding_history) if (r.exchange, r.symbol) == ("okx", "BTC/USDT:USDT")),
+        (
+            r
+            for r in await fetch_all(url, funding_history)
+            if (r.exchange, r.symbol) == ("okx", "BTC/USDT:USDT")
+        ),
         key=lambda r: r.funding_ts,
     )
     step = history[1].funding_ts - history[0].funding_ts
@@ -186,12 +242,20 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
         url,
         delete(funding_history).where(*_key(funding_history, missing)),
         insert(funding_history).values(
-            exchange="okx", symbol="BTC/USDT:USDT", funding_ts=before_listing, funding_rate=0.0001,
-            interval_hours=step / timedelta(hours=1), collected_at=history[0].collected_at,
+            exchange="okx",
+            symbol="BTC/USDT:USDT",
+            funding_ts=before_listing,
+            funding_rate=0.0001,
+            interval_hours=step / timedelta(hours=1),
+            collected_at=history[0].collected_at,
         ),
     )
     state, rows, artifacts = await _check(url)
-    found = {(g["symbol"], g["from"], g["status"]) for g in table(artifacts["data-quality-funding-gaps"]) if g["exchange"] == "okx"}
+    found = {
+        (g["symbol"], g["from"], g["status"])
+        for g in table(artifacts["data-quality-funding-gaps"])
+        if g["exchange"] == "okx"
+    }
     assert found == {
         ("BTC/USDT:USDT", missing.funding_ts.isoformat(), "open"),
         ("BTC/USDT:USDT", (before_listing + step).isoformat(), "open"),
@@ -205,7 +269,9 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     assert gaps[("okx", "BTC/USDT:USDT", missing.funding_ts)].status == "filled"
     unfillable = gaps[("okx", "BTC/USDT:USDT", before_listing + step)]
     assert (unfillable.status, unfillable.missing, unfillable.detail) == (
-        "unfillable", 3, "venue served 0 of 3 missing settlement(s)",
+        "unfillable",
+        3,
+        "venue served 0 of 3 missing settlement(s)",
     )
     assert ("okx", missing.funding_ts.isoformat()) in resolved
     assert resolved[("okx", (before_listing + step).isoformat())]["status"] == "unfillable"
@@ -214,7 +280,9 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
 
     state, rows, artifacts = await _check(url)
     reported = [g for g in table(artifacts["data-quality-funding-gaps"]) if g["exchange"] == "okx"]
-    assert [(g["from"], g["status"]) for g in reported] == [((before_listing + step).isoformat(), "unfillable")]
+    assert [(g["from"], g["status"]) for g in reported] == [
+        ((before_listing + step).isoformat(), "unfillable")
+    ]
     examples = json.loads(rows["funding_history.continuity"]["examples"])
     assert [(e["exchange"], e["symbol"], e["funding_ts"]) for e in examples] == [
         ("okx", "BTC/USDT:USDT", history[0].funding_ts.isoformat())

@@ -11,4 +11,12 @@ from perpflow.quality.frames import QualityWindow, WindowData, load_frames
 from perpflow.quality.suites import Thresholds, suites
 from perpflow.quality.validate import SuiteRun, validate
 
-__all__ = ["QualityWindow", "SuiteRun", "Thresholds", "WindowData", "load_frames", "suites", "validate"]
+__all__ = [
+    "QualityWindow",
+    "SuiteRun",
+    "Thresholds",
+    "WindowData",
+    "load_frames",
+    "suites",
+    "validate",
+]

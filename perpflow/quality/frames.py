@@ -20,9 +20,25 @@ from perpflow.store import funding_history, funding_rates, instruments, settleme
 INSTRUMENT_GRACE = timedelta(days=1)
 
 COLUMNS = {
-    "tickers": ["exchange", "symbol", "ts", "bid", "ask", "last", "mark_price", "index_price", "collected_at"],
+    "tickers": [
+        "exchange",
+        "symbol",
+        "ts",
+        "bid",
+        "ask",
+        "last",
+        "mark_price",
+        "index_price",
+        "collected_at",
+    ],
     "funding_rates": [
-        "exchange", "symbol", "ts", "funding_rate", "next_funding_rate", "mark_price", "index_price",
+        "exchange",
+        "symbol",
+        "ts",
+        "funding_rate",
+        "next_funding_rate",
+        "mark_price",
+        "index_price",
         "collected_at",
     ],
     "funding_history": ["exchange", "symbol", "funding_ts", "funding_rate", "collected_at"],
@@ -43,7 +59,9 @@ class QualityWindow:
         for name in ("start", "end"):
             value = getattr(self, name)
             if value.tzinfo is None:
-                raise ValueError(f"{name}={value.isoformat()!r}: expected a timezone-aware UTC time")
+                raise ValueError(
+                    f"{name}={value.isoformat()!r}: expected a timezone-aware UTC time"
+                )
         if self.start >= self.end:
             raise ValueError(
                 f"start={self.start.isoformat()!r}: must be before end={self.end.isoformat()!r}"
@@ -108,7 +126,9 @@ def _coverage(active: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> pd.DataF
         seen = frames[dataset][["exchange", "symbol"]].drop_duplicates()
         covered = active.merge(seen, on=["exchange", "symbol"]).groupby("exchange").size()
         coverage[f"{dataset}_symbols"] = covered.reindex(coverage.index, fill_value=0)
-        coverage[f"{dataset}_coverage"] = coverage[f"{dataset}_symbols"] / coverage["active_instruments"]
+        coverage[f"{dataset}_coverage"] = (
+            coverage[f"{dataset}_symbols"] / coverage["active_instruments"]
+        )
     return coverage.reset_index()
 
 
@@ -122,7 +142,10 @@ async def load_frames(engine: AsyncEngine, window: QualityWindow) -> WindowData:
     ``intervals_since_previous`` (the step from the symbol's previous settlement, in funding
     intervals). ``gaps``: the missing settlements found there.
     """
-    frames = {table.name: await _rows(engine, table, window) for table in (tickers, funding_rates, funding_history)}
+    frames = {
+        table.name: await _rows(engine, table, window)
+        for table in (tickers, funding_rates, funding_history)
+    }
     _with_derived(frames["tickers"], "ts")
     _with_derived(frames["funding_rates"], "ts")
     _with_derived(frames["funding_history"], "funding_ts")
@@ -134,9 +157,12 @@ async def load_frames(engine: AsyncEngine, window: QualityWindow) -> WindowData:
         for step in settlement_steps(stamps, hours)
     ]
     continuity = pd.DataFrame(
-        steps, columns=["exchange", "symbol", "funding_ts", "previous_ts", "intervals_since_previous"]
+        steps,
+        columns=["exchange", "symbol", "funding_ts", "previous_ts", "intervals_since_previous"],
     )
-    continuity["intervals_since_previous"] = continuity["intervals_since_previous"].astype("float64")
+    continuity["intervals_since_previous"] = continuity["intervals_since_previous"].astype(
+        "float64"
+    )
     frames["funding_continuity"] = continuity
     gaps = [
         gap

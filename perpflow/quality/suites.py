@@ -45,7 +45,9 @@ def _keys_present(dataset: str, time_column: str) -> list:
     keys = ["exchange", "symbol", time_column]
     return [
         *(
-            gxe.ExpectColumnValuesToNotBeNull(column=c, **_meta(f"{dataset}.{c}_not_null", f"{c} is set"))
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=c, **_meta(f"{dataset}.{c}_not_null", f"{c} is set")
+            )
             for c in keys
         ),
         gxe.ExpectCompoundColumnsToBeUnique(
@@ -70,7 +72,9 @@ def _rate_bound(dataset: str, column: str, t: Thresholds) -> gxe.Expectation:
         column=column,
         min_value=-bound,
         max_value=bound,
-        **_meta(f"{dataset}.{column}_within_bound", f"|{column}| <= {bound:g} per funding interval"),
+        **_meta(
+            f"{dataset}.{column}_within_bound", f"|{column}| <= {bound:g} per funding interval"
+        ),
     )
 
 

@@ -65,7 +65,9 @@ def _examples(result: Any, limit: int) -> list[Any]:
     if info.get("raised_exception"):
         return [{"error": str(info.get("exception_message"))[:500]}]
     details = result.result or {}
-    found = details.get("partial_unexpected_index_list") or details.get("partial_unexpected_list") or []
+    found = (
+        details.get("partial_unexpected_index_list") or details.get("partial_unexpected_list") or []
+    )
     return _plain(list(found)[:limit])
 
 
@@ -147,9 +149,13 @@ def validate(
             rows += [_row(name, item, examples) for item in result.results]
         if on_suite_done is not None:
             on_suite_done(name)
-    index = context.build_data_docs(site_names=[SITE], resource_identifiers=list(identifiers.values()))
+    index = context.build_data_docs(
+        site_names=[SITE], resource_identifiers=list(identifiers.values())
+    )
     pages = {
-        name: context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE)[0]["site_url"]
+        name: context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE)[0][
+            "site_url"
+        ]
         for name, identifier in identifiers.items()
     }
     return SuiteRun(sorted(rows, key=lambda row: row["expectation"]), index[SITE], pages)

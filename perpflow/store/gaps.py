@@ -35,7 +35,9 @@ async def settlements(
         .group_by(fh.c.exchange, fh.c.symbol)
         .subquery()
     )
-    in_window = select(fh.c.exchange, fh.c.symbol).where(fh.c.funding_ts >= start, fh.c.funding_ts < end)
+    in_window = select(fh.c.exchange, fh.c.symbol).where(
+        fh.c.funding_ts >= start, fh.c.funding_ts < end
+    )
     hours = func.coalesce(instruments.c.funding_interval_hours, fh.c.interval_hours)
     query = (
         select(fh.c.exchange, fh.c.symbol, fh.c.funding_ts, hours)
@@ -44,7 +46,8 @@ async def settlements(
                 instruments,
                 and_(instruments.c.exchange == fh.c.exchange, instruments.c.symbol == fh.c.symbol),
             ).outerjoin(
-                previous, and_(previous.c.exchange == fh.c.exchange, previous.c.symbol == fh.c.symbol)
+                previous,
+                and_(previous.c.exchange == fh.c.exchange, previous.c.symbol == fh.c.symbol),
             )
         )
         .where(tuple_(fh.c.exchange, fh.c.symbol).in_(in_window))
@@ -77,7 +80,9 @@ async def record_gaps(engine: AsyncEngine, gaps: list[Gap], run_id: str) -> list
         await insert_new(conn, funding_gaps, rows)
         stored = await conn.execute(
             select(funding_gaps).where(
-                tuple_(funding_gaps.c.exchange, funding_gaps.c.symbol, funding_gaps.c.gap_from).in_(keys)
+                tuple_(funding_gaps.c.exchange, funding_gaps.c.symbol, funding_gaps.c.gap_from).in_(
+                    keys
+                )
             )
         )
         return [dict(row._mapping) for row in stored]

@@ -17,20 +17,26 @@ from perpflow.store.schema import health_snapshots, quality_results
 OVERALL = "overall"
 
 
-async def _replace_run(engine: AsyncEngine, table: Table, run_id: str, rows: list[dict[str, Any]]) -> None:
+async def _replace_run(
+    engine: AsyncEngine, table: Table, run_id: str, rows: list[dict[str, Any]]
+) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(table).where(table.c.run_id == run_id))
         if rows:
             await conn.execute(table.insert(), [{**row, "run_id": run_id} for row in rows])
 
 
-async def write_quality_results(engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]) -> None:
+async def write_quality_results(
+    engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]
+) -> None:
     """Store one data-quality run's results (``rows``: columns of ``quality_results`` without
     ``run_id``)."""
     await _replace_run(engine, quality_results, run_id, rows)
 
 
-async def write_health_snapshot(engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]) -> None:
+async def write_health_snapshot(
+    engine: AsyncEngine, run_id: str, rows: list[dict[str, Any]]
+) -> None:
     """Store one health run's checks (``rows``: columns of ``health_snapshots`` without
     ``run_id``; one of them named ``overall``)."""
     await _replace_run(engine, health_snapshots, run_id, rows)
