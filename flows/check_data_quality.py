@@ -71,7 +71,8 @@ async def check_data_quality(
     ``database``: name of a ``perpflow-market-database`` block (default:
     ``PERPFLOW_DATABASE_URL``). Builds the Data Docs under ``PERPFLOW_QUALITY_DIR``; publishes the
     ``data-quality-results`` table (one row per expectation), the ``data-quality-docs`` link and
-    the ``data-quality-funding-gaps`` table (gaps found, and every unfillable one); stores the
+    the ``data-quality-funding-gaps`` table (gaps found, and every unfillable one), and for a window
+    longer than the default the ``data-quality-progress`` progress artifact; stores the
     results in ``quality_results`` and records new gaps ``open`` in ``funding_gaps`` for the
     funding sweep to refetch. Returns the result rows; raises ``DataQualityFailed`` naming the
     failed expectations (the run ends Failed), ``ValueError`` for a bad window.
@@ -94,6 +95,8 @@ async def check_data_quality(
         await progress.advance(1, f"suite {name} validated")
 
     await prepare_database(ctx.database_url)
+    if window.end - window.start > timedelta(minutes=settings.quality_window_minutes):
+        await progress.show("loading the window")  # longer than the hourly default: long work
     data = await load_quality_window(ctx.database_url, window)
     await progress.advance(1, f"loaded {sum(len(f) for f in data.frames.values())} rows")
     gaps = await record_funding_gaps(ctx.database_url, data.gaps, ctx.run_id)

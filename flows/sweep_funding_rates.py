@@ -58,7 +58,7 @@ async def _venue(
             r.until_ms - r.since_ms > DAY_MS for r in plan
         )
         if loaded["backfill"]:
-            await progress.advance(0, f"{venue.label}: {len(plan)} symbol window(s)")
+            await progress.show(f"{venue.label}: {len(plan)} symbol window(s)")
         return await ctx.exchange_task(fetch_funding_history)(
             venue, markets, plan, settings.max_abs_funding_rate, ctx.run_id
         )
@@ -70,8 +70,7 @@ async def _venue(
             resolved += await resolve_funding_gaps(
                 ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
             )
-    if loaded.get("backfill"):
-        await progress.advance(1, f"{venue.label} done")
+    await progress.advance(1, f"{venue.label} done")
     return [current, realized]
 
 

@@ -419,6 +419,8 @@ def render_markdown(
 def _value(check: Check) -> str:
     if check.value is None:
         return "n/a"
+    if check.unit == "bytes":
+        return f"{check.value / 2**20:.1f} MiB"
     return f"{check.value:g} {check.unit or ''}".strip()
 
 

@@ -31,7 +31,16 @@ async def _project_automations():
         ]
 
 
-async def test_setup_twice_creates_each_automation_once(monkeypatch):
+@pytest.fixture
+async def removed_afterwards():
+    """Delete the project's automations after the test (they would act on later flow runs)."""
+    yield
+    async with get_client() as client:
+        for automation in await _project_automations():
+            await client.delete_automation(automation.id)
+
+
+async def test_setup_twice_creates_each_automation_once(monkeypatch, removed_afterwards):
     monkeypatch.setenv("PERPFLOW_ALERT_BLOCK", "custom-webhook/perpflow-alerts-test")
     hook = SecretStr("http://127.0.0.1:9/perpflow-alerts")
     first = await ensure_automations(webhook_url=hook)

@@ -19,7 +19,9 @@ from sqlalchemy import delete, insert, update
 from flows.check_data_quality import DataQualityFailed, check_data_quality
 from flows.collect_tickers import collect_tickers
 from flows.sweep_funding_rates import sweep_funding_rates
+from perpflow.backfill import find_gaps, gap_requests
 from perpflow.emulator import EmulatorServer, GeneratedVenue
+from perpflow.quality import QualityWindow
 from perpflow.store import create_engine, funding_gaps, funding_history, quality_results, tickers
 from tests.artifacts import run_artifacts, table
 from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
@@ -148,6 +150,8 @@ async def test_clean_data_passes_every_suite_and_links_resolve(collected):
     pages = {row["docs"] for row in rows.values()}
     assert len(pages) == 5 and all(_file(page).is_file() for page in pages)
     assert str(state.state_details.flow_run_id) in next(iter(pages))  # results named by the run
+    progress = artifacts["data-quality-progress"]
+    assert (progress.type, progress.data) == ("progress", 100.0)
 
 
 async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected):
@@ -265,6 +269,7 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     assert sweep.is_completed()
     swept = await run_artifacts(sweep.state_details.flow_run_id)
     resolved = {(g["exchange"], g["gap_from"]): g for g in table(swept["sweep-funding-rates-gaps"])}
+    assert swept["sweep-funding-rates-backfill"].data == 100.0
     gaps = {(g.exchange, g.symbol, g.gap_from): g for g in await fetch_all(url, funding_gaps)}
     assert gaps[("okx", "BTC/USDT:USDT", missing.funding_ts)].status == "filled"
     unfillable = gaps[("okx", "BTC/USDT:USDT", before_listing + step)]
@@ -287,3 +292,37 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     assert [(e["exchange"], e["symbol"], e["funding_ts"]) for e in examples] == [
         ("okx", "BTC/USDT:USDT", history[0].funding_ts.isoformat())
     ]
+
+
+def test_gaps_are_the_missing_settlements_between_stored_ones():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    hours = timedelta(hours=4)
+    stamps = [
+        t0,
+        t0 + hours,
+        t0 + 4 * hours,
+        t0 + 5 * hours + timedelta(minutes=30),
+        t0 + 8 * hours,
+    ]
+    (first, second) = find_gaps("okx", "ETH/USDT:USDT", stamps, 4.0)
+    assert (first.gap_from, first.gap_to, first.missing) == (t0 + 2 * hours, t0 + 3 * hours, 2)
+    assert (second.gap_from, second.gap_to, second.missing) == (
+        stamps[3] + hours,
+        stamps[3] + 2 * hours,
+        2,
+    )
+    assert find_gaps("okx", "ETH/USDT:USDT", stamps[:2], 4.0) == []
+    (request,) = gap_requests([first])
+    assert (request.since_ms, request.until_ms, request.interval_ms) == (
+        int(first.gap_from.timestamp() * 1000),
+        int(first.gap_to.timestamp() * 1000),
+        4 * 3_600_000,
+    )
+
+
+def test_a_bad_window_is_refused_naming_the_field():
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError, match="start='2026-01-01T00:00:00': expected a timezone-aware"):
+        QualityWindow(datetime(2026, 1, 1), now)
+    with pytest.raises(ValueError, match="start=.*must be before end="):
+        QualityWindow(now, now - DAY)
