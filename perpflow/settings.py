@@ -161,6 +161,48 @@ class Settings(BaseSettings):
                 raise ValueError(f"retention_days.{table}: {days!r} days; expected at least 1")
         return value
 
+    # Monitoring: data quality (check-data-quality), health (report-health), alerts.
+    quality_dir: str = Field("data/gx", description="great-expectations file context and Data Docs")
+    quality_window_minutes: int = Field(60, gt=0, description="default data-quality window")
+    quality_mark_index_band: float = Field(
+        0.02, gt=0, description="max |mark / index - 1| (fraction)"
+    )
+    quality_max_abs_funding_rate: float = Field(
+        0.03, gt=0, description="max |funding rate| (fraction per interval) in the reports"
+    )
+    quality_clock_skew_seconds: float = Field(
+        5.0, ge=0, description="how far a row's time may lead its collection time"
+    )
+    quality_max_age_seconds: float = Field(
+        120.0, gt=0, description="how far a ticker's/rate's time may trail its collection time"
+    )
+    quality_min_coverage: float = Field(
+        0.95, gt=0, le=1, description="symbols with rows / active instruments, per venue"
+    )
+    quality_examples: int = Field(5, ge=0, description="unexpected examples kept per expectation")
+    health_disk_path: str = Field("data", description="file system whose disk use is reported")
+    health_stale_warn_factor: float = Field(2.0, gt=0, description="age / schedule for WARN")
+    health_stale_crit_factor: float = Field(5.0, gt=0, description="age / schedule for CRIT")
+    health_failure_rate_warn: float = Field(0.05, ge=0, le=1, description="failed / runs, 24 h")
+    health_failure_rate_crit: float = Field(0.25, ge=0, le=1, description="failed / runs, 24 h")
+    health_late_runs_warn: int = Field(1, ge=1, description="late runs in 24 h for WARN")
+    health_late_seconds: float = Field(60.0, gt=0, description="start this late counts as late")
+    health_percent_warn: float = Field(85.0, gt=0, le=100, description="CPU/memory/disk % for WARN")
+    health_percent_crit: float = Field(95.0, gt=0, le=100, description="CPU/memory/disk % for CRIT")
+    health_db_rtt_warn_ms: float = Field(200.0, gt=0, description="database round trip for WARN")
+    health_db_rtt_crit_ms: float = Field(2000.0, gt=0, description="database round trip for CRIT")
+    health_cache_hit_warn: float = Field(0.95, ge=0, le=1, description="PostgreSQL cache hit ratio")
+    health_long_query_seconds: float = Field(300.0, gt=0, description="a longer query is reported")
+    alert_block: str = Field(
+        "custom-webhook/perpflow-alerts", description="notification block, as type-slug/name"
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="creates the default webhook block when it does not exist"
+    )
+    alert_stale_minutes: int = Field(
+        15, gt=0, description="alert when a collector has not completed for this long"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _supported_url(cls, value: SecretStr) -> SecretStr:
@@ -178,7 +220,7 @@ class ConfigError(ValueError):
     (database URLs with their password masked, credentials never shown)."""
 
 
-SECRET_FIELDS = {"api_key", "secret"}
+SECRET_FIELDS = {"api_key", "secret", "alert_webhook_url"}
 
 
 def _shown(loc: tuple, value: Any) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from perpflow.store import create_engine, init_schema
@@ -19,9 +20,12 @@ PG_ADMIN_DSN = os.environ.get("PERPFLOW_TEST_PG_DSN", "postgresql://postgres@127
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A temporary Prefect API (SQLite) for every flow run of the session (flow tests use it)."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    """A temporary Prefect API (SQLite), one for the whole session: modules that run flows use it
+    with ``pytestmark = pytest.mark.usefixtures("prefect_server")``."""
+    # No telemetry from the test server: nothing leaves the machine.
+    with temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 def shared_dir(*parts: str) -> Path:

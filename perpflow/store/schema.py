@@ -175,3 +175,52 @@ maintenance_results = Table(
     Column("detail", Text),
     _ts("recorded_at", nullable=False),
 )
+
+
+# Monitoring: data-quality results, funding-history gaps handed to the sweep, health snapshots.
+
+quality_results = Table(
+    "quality_results",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("expectation", String(128), primary_key=True),  # stable key, e.g. tickers.bid_le_ask
+    Column("dataset", String(32), nullable=False),
+    Column("expectation_type", String(128), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("element_count", Integer),
+    Column("unexpected_count", Integer),
+    Column("unexpected_percent", Float),
+    Column("examples", JSON().with_variant(JSONB(), "postgresql")),
+    _ts("window_start", nullable=False),
+    _ts("window_end", nullable=False),
+    _ts("checked_at", nullable=False),
+)
+
+funding_gaps = Table(
+    "funding_gaps",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("gap_from", primary_key=True),  # first missing settlement
+    _ts("gap_to", nullable=False),  # last missing settlement
+    Column("interval_hours", Float, nullable=False),
+    Column("missing", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # open | filled | unfillable
+    Column("detail", Text),
+    _ts("found_at", nullable=False),
+    Column("found_run_id", String(64)),
+    _ts("resolved_at"),
+    Column("resolved_run_id", String(64)),
+)
+
+health_snapshots = Table(
+    "health_snapshots",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("name", String(160), primary_key=True),  # check name, e.g. freshness.okx.tickers
+    Column("status", String(8), nullable=False),  # OK | WARN | CRIT
+    Column("value", Float),
+    Column("unit", String(16)),
+    Column("detail", Text),
+    _ts("taken_at", nullable=False),
+)

@@ -1,0 +1,110 @@
+"""report-health: system, database, freshness, ledger and run-history checks; report and event."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.events import emit_event
+from prefect.logging import get_run_logger
+
+from flows.common import resolve_run
+from perpflow import health
+from tasks.health import (
+    probe_database,
+    probe_freshness,
+    probe_ledger,
+    probe_system,
+    read_run_history,
+)
+from tasks.store import previous_health_status, write_health_snapshot
+
+REPORT_KEY = "health-report"
+RESOURCE = {"prefect.resource.id": "perpflow.health", "prefect.resource.name": "perpflow health"}
+
+
+def _change_event(previous: str | None, status: str) -> str | None:
+    """``perpflow.health.degraded`` when ``status`` is worse than ``previous`` (no previous
+    snapshot counts as OK), ``perpflow.health.recovered`` when better, else None."""
+    before = health.RANK[previous or health.OK]
+    after = health.RANK[status]
+    if after > before:
+        return "perpflow.health.degraded"
+    if after < before:
+        return "perpflow.health.recovered"
+    return None
+
+
+@flow(name="report-health", log_prints=True)
+async def report_health(database: str | None = None) -> dict[str, Any]:
+    """Check the system (CPU, memory, disk of ``PERPFLOW_HEALTH_DISK_PATH``, this process's RSS),
+    the database (round trip, sizes per table and index; on PostgreSQL sessions, cache hit
+    ratio, long queries, lock waits), freshness per (venue, dataset), the collection ledger per
+    venue (last hour and day; rows unaccounted for must be 0) and the Prefect run history of the
+    last 24 h per deployment/flow (runs, failure rate, late runs, duration p50/p95); classify each
+    OK/WARN/CRIT against the ``PERPFLOW_HEALTH_*`` thresholds.
+
+    ``database``: name of a ``perpflow-market-database`` block (default:
+    ``PERPFLOW_DATABASE_URL``). Publishes the ``health-report`` markdown artifact (statuses
+    first), writes a ``health_snapshots`` row per check plus ``overall``, and emits
+    ``perpflow.health.degraded`` / ``perpflow.health.recovered`` (payload: previous and current
+    status, the non-OK checks) when the overall status changed since the previous snapshot.
+    Returns ``{'status', 'previous', 'event', 'checks': [check dicts]}``.
+    """
+    ctx = await resolve_run(None, database)
+    settings, url = ctx.settings, ctx.database_url
+    now = datetime.now(UTC)
+    checks = probe_system(Path(settings.health_disk_path), settings)
+    database_checks = await probe_database(url, settings)
+    checks += database_checks
+    reachable = database_checks[0].value is not None
+    if reachable:
+        checks += await probe_freshness(url, settings, now)
+        checks += await probe_ledger(url, settings, now)
+    else:
+        checks.append(
+            health.Check("freshness", health.CRIT, detail="not checked: database unreachable")
+        )
+    checks += health.run_history_checks(
+        await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
+    )
+    status = health.worst(checks)
+    previous = await previous_health_status(url, ctx.run_id) if reachable else None
+    report = health.render_markdown(status, previous, checks, now)
+    await acreate_markdown_artifact(
+        markdown=report, key=REPORT_KEY, description=f"perpflow health: {status}"
+    )
+    if reachable:
+        await write_health_snapshot(url, ctx.run_id, health.snapshot_rows(status, checks, now))
+    event = _change_event(previous, status)
+    if event:
+        failing = [asdict(c) for c in checks if c.status != health.OK]
+        emit_event(
+            event=event,
+            resource=RESOURCE,
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{ctx.run_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ],
+            payload={"previous": previous or health.OK, "status": status, "checks": failing},
+        )
+        get_run_logger().warning(
+            "health %s -> %s: emitted %s", previous or health.OK, status, event
+        )
+    return {
+        "status": status,
+        "previous": previous,
+        "event": event,
+        "checks": [asdict(c) for c in checks],
+    }
+
+
+if __name__ == "__main__":
+    asyncio.run(report_health())

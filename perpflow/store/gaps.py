@@ -1,0 +1,150 @@
+"""Funding-history gaps: the settlements a window holds, the gaps found there, their fill status.
+
+A gap is recorded ``open`` by the data-quality check; the funding sweep refetches the open gaps'
+windows and marks each ``filled`` (every missing settlement is now stored) or ``unfillable`` (the
+venue answered but no longer serves them; ``detail`` says how many it served). A gap found again
+keeps its status, so an unfillable gap is reported again, not retried forever.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from perpflow.backfill import Gap
+from perpflow.store.schema import funding_gaps, funding_history, instruments
+from perpflow.store.writes import insert_new
+
+OPEN, FILLED, UNFILLABLE = "open", "filled", "unfillable"
+
+
+async def settlements(
+    engine: AsyncEngine, start: datetime, end: datetime
+) -> dict[tuple[str, str], tuple[float | None, list[datetime]]]:
+    """``{(exchange, symbol): (funding interval hours or None, settlement times)}`` for every
+    symbol with a stored settlement in ``[start, end)``; the times are sorted and include the
+    symbol's last settlement before ``start`` (so a gap across ``start`` is seen). The interval is
+    the instrument's, else the one stored with the settlements."""
+    fh = funding_history
+    previous = (
+        select(fh.c.exchange, fh.c.symbol, func.max(fh.c.funding_ts).label("ts"))
+        .where(fh.c.funding_ts < start)
+        .group_by(fh.c.exchange, fh.c.symbol)
+        .subquery()
+    )
+    in_window = select(fh.c.exchange, fh.c.symbol).where(
+        fh.c.funding_ts >= start, fh.c.funding_ts < end
+    )
+    hours = func.coalesce(instruments.c.funding_interval_hours, fh.c.interval_hours)
+    query = (
+        select(fh.c.exchange, fh.c.symbol, fh.c.funding_ts, hours)
+        .select_from(
+            fh.outerjoin(
+                instruments,
+                and_(instruments.c.exchange == fh.c.exchange, instruments.c.symbol == fh.c.symbol),
+            ).outerjoin(
+                previous,
+                and_(previous.c.exchange == fh.c.exchange, previous.c.symbol == fh.c.symbol),
+            )
+        )
+        .where(tuple_(fh.c.exchange, fh.c.symbol).in_(in_window))
+        .where(fh.c.funding_ts < end)
+        .where((fh.c.funding_ts >= start) | (fh.c.funding_ts == previous.c.ts))
+        .order_by(fh.c.exchange, fh.c.symbol, fh.c.funding_ts)
+    )
+    found: dict[tuple[str, str], tuple[float | None, list[datetime]]] = {}
+    async with engine.connect() as conn:
+        for exchange, symbol, ts, interval in await conn.execute(query):
+            known, stamps = found.setdefault((exchange, symbol), (interval, []))
+            stamps.append(ts)
+            if known is None and interval is not None:
+                found[(exchange, symbol)] = (interval, stamps)
+    return found
+
+
+async def record_gaps(engine: AsyncEngine, gaps: list[Gap], run_id: str) -> list[dict[str, Any]]:
+    """Record newly found ``gaps`` as ``open`` (gaps already known keep their status) and return
+    every given gap as a row dict with its current ``status`` and ``detail``."""
+    if not gaps:
+        return []
+    now = datetime.now(UTC)
+    rows = [
+        {**gap.__dict__, "status": OPEN, "detail": None, "found_at": now, "found_run_id": run_id}
+        for gap in gaps
+    ]
+    keys = [(g.exchange, g.symbol, g.gap_from) for g in gaps]
+    async with engine.begin() as conn:
+        await insert_new(conn, funding_gaps, rows)
+        stored = await conn.execute(
+            select(funding_gaps).where(
+                tuple_(funding_gaps.c.exchange, funding_gaps.c.symbol, funding_gaps.c.gap_from).in_(
+                    keys
+                )
+            )
+        )
+        return [dict(row._mapping) for row in stored]
+
+
+async def read_gaps(
+    engine: AsyncEngine, status: str, exchange: str | None = None
+) -> list[dict[str, Any]]:
+    """Stored gaps with ``status`` (of ``exchange`` only, when given), oldest first, as row
+    dicts (columns of ``funding_gaps``)."""
+    query = select(funding_gaps).where(funding_gaps.c.status == status)
+    if exchange is not None:
+        query = query.where(funding_gaps.c.exchange == exchange)
+    async with engine.connect() as conn:
+        rows = await conn.execute(query.order_by(funding_gaps.c.gap_from))
+        return [dict(row._mapping) for row in rows]
+
+
+def as_gap(row: dict[str, Any]) -> Gap:
+    """A ``funding_gaps`` row dict as a ``Gap``."""
+    return Gap(*(row[name] for name in Gap.__dataclass_fields__))
+
+
+async def resolve_gaps(engine: AsyncEngine, gaps: list[Gap], run_id: str) -> list[dict[str, Any]]:
+    """After the sweep refetched ``gaps``' windows: mark each ``filled`` when all its missing
+    settlements are now stored, else ``unfillable`` with how many the venue served. Returns
+    ``[{'exchange', 'symbol', 'gap_from', 'gap_to', 'missing', 'stored', 'status'}]``."""
+    now = datetime.now(UTC)
+    outcomes = []
+    async with engine.begin() as conn:
+        for gap in gaps:
+            fh = funding_history
+            stored = (
+                await conn.execute(
+                    select(func.count()).where(
+                        fh.c.exchange == gap.exchange,
+                        fh.c.symbol == gap.symbol,
+                        fh.c.funding_ts >= gap.gap_from,
+                        fh.c.funding_ts <= gap.gap_to,
+                    )
+                )
+            ).scalar_one()
+            status = FILLED if stored >= gap.missing else UNFILLABLE
+            detail = f"venue served {stored} of {gap.missing} missing settlement(s)"
+            await conn.execute(
+                update(funding_gaps)
+                .where(
+                    funding_gaps.c.exchange == gap.exchange,
+                    funding_gaps.c.symbol == gap.symbol,
+                    funding_gaps.c.gap_from == gap.gap_from,
+                )
+                .values(status=status, detail=detail, resolved_at=now, resolved_run_id=run_id)
+            )
+            outcomes.append(
+                {
+                    "exchange": gap.exchange,
+                    "symbol": gap.symbol,
+                    "gap_from": gap.gap_from.isoformat(),
+                    "gap_to": gap.gap_to.isoformat(),
+                    "missing": gap.missing,
+                    "stored": stored,
+                    "status": status,
+                }
+            )
+    return outcomes
