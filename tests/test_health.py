@@ -31,7 +31,10 @@ from tests.test_flows import configure, fetch_all
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-VENUES = ("binanceusdm", "bybit", "okx")
+# Venue names of this module: a cached market list (keyed by venue config) is not shared
+# with another module's emulator that happened to get the same port.
+BINANCE, BYBIT, OKX = "binanceusdm-health", "bybit-health", "okx-health"
+VENUES = (BINANCE, BYBIT, OKX)
 SECRET = "s3cret-pw-4711"
 
 
@@ -63,7 +66,7 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     database_url, monkeypatch
 ):
     url = _with_password(database_url)
-    venues = [GeneratedVenue(v, symbols=8, seed=9) for v in VENUES]
+    venues = [GeneratedVenue(v, v.split("-")[0], symbols=8, seed=9) for v in VENUES]
     with EmulatorServer(venues).running_in_thread() as server:
         configure(monkeypatch, url, server, VENUES)
         await collect_tickers()
@@ -88,12 +91,12 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     engine = create_engine(url)
     try:
         async with engine.begin() as conn:
-            rows = (await conn.execute(select(tickers).where(tickers.c.exchange == "okx"))).all()
+            rows = (await conn.execute(select(tickers).where(tickers.c.exchange == OKX))).all()
             for row in rows:
                 await conn.execute(
                     update(tickers)
                     .where(
-                        tickers.c.exchange == "okx",
+                        tickers.c.exchange == OKX,
                         tickers.c.symbol == row.symbol,
                         tickers.c.ts == row.ts,
                     )
@@ -103,7 +106,7 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
             await conn.execute(
                 insert(collection_ledger).values(
                     run_id=str(uuid.uuid4()),
-                    exchange="bybit",
+                    exchange=BYBIT,
                     dataset="tickers",
                     requested=10,
                     received=10,
@@ -137,10 +140,11 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     second = await report_health(return_state=True)
     result = await second.result()
     checks = {c["name"]: c for c in result["checks"]}
-    assert checks["freshness.okx.tickers"]["status"] == CRIT
-    assert checks["freshness.bybit.tickers"]["status"] == OK
-    assert (checks["ledger.bybit.1h"]["status"], checks["ledger.bybit.1h"]["value"]) == (CRIT, 3)
-    assert "unaccounted 3" in checks["ledger.bybit.1h"]["detail"]
+    stale, unaccounted = f"freshness.{OKX}.tickers", f"ledger.{BYBIT}.1h"
+    assert checks[stale]["status"] == CRIT
+    assert checks[f"freshness.{BYBIT}.tickers"]["status"] == OK
+    assert (checks[unaccounted]["status"], checks[unaccounted]["value"]) == (CRIT, 3)
+    assert "unaccounted 3" in checks[unaccounted]["detail"]
     assert (result["status"], result["previous"], result["event"]) == (
         CRIT,
         OK,
@@ -151,7 +155,7 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     report = (await run_artifacts(run_id))["health-report"].data
     assert report.startswith("# Health: CRIT")
     attention = report.split("## Attention")[1].split("\n## ")[0]
-    assert "`freshness.okx.tickers`" in attention and "`ledger.bybit.1h`" in attention
+    assert f"`{stale}`" in attention and f"`{unaccounted}`" in attention
     stored = await fetch_all(url, health_snapshots, health_snapshots.c.run_id == str(run_id))
     assert {r.name: r.status for r in stored}["overall"] == CRIT
     assert len(stored) == len(checks) + 1
@@ -159,9 +163,7 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     (event,) = await _events("perpflow.health.degraded", since, run_id)
     assert event.resource.id == "perpflow.health"
     assert (event.payload["previous"], event.payload["status"]) == (OK, CRIT)
-    assert {"freshness.okx.tickers", "ledger.bybit.1h"} <= {
-        c["name"] for c in event.payload["checks"]
-    }
+    assert {stale, unaccounted} <= {c["name"] for c in event.payload["checks"]}
 
     published = [
         a.data

@@ -30,7 +30,10 @@ from tests.test_flows import configure, fetch_all, perpetuals
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-VENUES = ("binanceusdm", "bybit", "okx")
+# Venue names of this module: a cached market list (keyed by venue config) is not shared
+# with another module's emulator that happened to get the same port.
+BINANCE, BYBIT, OKX = "binanceusdm-dq", "bybit-dq", "okx-dq"
+VENUES = (BINANCE, BYBIT, OKX)
 DAY = timedelta(days=1)
 EXPECTATIONS = {
     "coverage.funding_rates",
@@ -84,7 +87,9 @@ async def collected(request, tmp_path_factory):
             + f"/{name}"
         )
     listed = int((datetime.now(UTC) - 6 * DAY).timestamp() * 1000) // 86_400_000 * 86_400_000
-    venues = [GeneratedVenue(v, symbols=12, seed=5, listed_ms=listed) for v in VENUES]
+    venues = [
+        GeneratedVenue(v, v.split("-")[0], symbols=12, seed=5, listed_ms=listed) for v in VENUES
+    ]
     with (
         pytest.MonkeyPatch.context() as patch,
         EmulatorServer(venues).running_in_thread() as server,
@@ -161,17 +166,17 @@ async def test_clean_data_passes_every_suite_and_links_resolve(collected):
 async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected):
     url, server, _ = collected
     rows = {(r.exchange, r.symbol): r for r in await fetch_all(url, tickers)}
-    crossed = rows[("binanceusdm", "C001/USDT:USDT")]
-    negative = rows[("bybit", "C002/USDT:USDT")]
-    future = rows[("okx", "C003/USDT:USDT")]
-    stale = rows[("binanceusdm", "C004/USDT:USDT")]
-    okx = sorted(s for (v, s) in rows if v == "okx" and s != future.symbol)
+    crossed = rows[(BINANCE, "C001/USDT:USDT")]
+    negative = rows[(BYBIT, "C002/USDT:USDT")]
+    future = rows[(OKX, "C003/USDT:USDT")]
+    stale = rows[(BINANCE, "C004/USDT:USDT")]
+    okx = sorted(s for (v, s) in rows if v == OKX and s != future.symbol)
     half = okx[: (len(okx) + 1) // 2]  # half of okx's instruments lose their tickers
     history = sorted(
         (
             r
             for r in await fetch_all(url, funding_history)
-            if (r.exchange, r.symbol) == ("bybit", "ETH/USDT:USDT")
+            if (r.exchange, r.symbol) == (BYBIT, "ETH/USDT:USDT")
         ),
         key=lambda r: r.funding_ts,
     )
@@ -184,18 +189,18 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
         .where(*_key(tickers, future))
         .values(ts=future.collected_at + timedelta(hours=1)),
         update(tickers).where(*_key(tickers, stale)).values(ts=stale.collected_at - DAY),
-        delete(tickers).where(tickers.c.exchange == "okx", tickers.c.symbol.in_(half)),
+        delete(tickers).where(tickers.c.exchange == OKX, tickers.c.symbol.in_(half)),
         delete(funding_history).where(*_key(funding_history, missing)),
     )
 
     state, rows, artifacts = await _check(url)
     failed = {key for key, row in rows.items() if not row["success"]}
     named = {
-        "tickers.bid_le_ask": ("binanceusdm", "C001/USDT:USDT"),
-        "tickers.last_positive": ("bybit", "C002/USDT:USDT"),
-        "tickers.ts_not_in_future": ("okx", "C003/USDT:USDT"),
-        "tickers.ts_not_stale": ("binanceusdm", "C004/USDT:USDT"),
-        "funding_history.continuity": ("bybit", "ETH/USDT:USDT"),
+        "tickers.bid_le_ask": (BINANCE, "C001/USDT:USDT"),
+        "tickers.last_positive": (BYBIT, "C002/USDT:USDT"),
+        "tickers.ts_not_in_future": (OKX, "C003/USDT:USDT"),
+        "tickers.ts_not_stale": (BINANCE, "C004/USDT:USDT"),
+        "funding_history.continuity": (BYBIT, "ETH/USDT:USDT"),
     }
     assert failed == set(named) | {"coverage.tickers"}
     for key, (venue, symbol) in named.items():
@@ -207,7 +212,7 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
         )
     (coverage,) = json.loads(rows["coverage.tickers"]["examples"])
     assert coverage == {
-        "exchange": "okx",
+        "exchange": OKX,
         "tickers_coverage": pytest.approx(1 - len(half) / (len(okx) + 1)),
     }
     assert state.is_failed()
@@ -218,7 +223,7 @@ async def test_each_defect_fails_exactly_its_expectation_and_is_named(collected)
     interval = missing.funding_ts - history[len(history) // 2 - 1].funding_ts
     (gap,) = table(artifacts["data-quality-funding-gaps"])
     assert gap == {
-        "exchange": "bybit",
+        "exchange": BYBIT,
         "symbol": "ETH/USDT:USDT",
         "from": missing.funding_ts.isoformat(),
         "to": missing.funding_ts.isoformat(),
@@ -239,7 +244,7 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
         (
             r
             for r in await fetch_all(url, funding_history)
-            if (r.exchange, r.symbol) == ("okx", "BTC/USDT:USDT")
+            if (r.exchange, r.symbol) == (OKX, "BTC/USDT:USDT")
         ),
         key=lambda r: r.funding_ts,
     )
@@ -250,7 +255,7 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
         url,
         delete(funding_history).where(*_key(funding_history, missing)),
         insert(funding_history).values(
-            exchange="okx",
+            exchange=OKX,
             symbol="BTC/USDT:USDT",
             funding_ts=before_listing,
             funding_rate=0.0001,
@@ -262,7 +267,7 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     found = {
         (g["symbol"], g["from"], g["status"])
         for g in table(artifacts["data-quality-funding-gaps"])
-        if g["exchange"] == "okx"
+        if g["exchange"] == OKX
     }
     assert found == {
         ("BTC/USDT:USDT", missing.funding_ts.isoformat(), "open"),
@@ -275,26 +280,26 @@ async def test_gaps_are_backfilled_or_reported_unfillable(collected):
     resolved = {(g["exchange"], g["gap_from"]): g for g in table(swept["sweep-funding-rates-gaps"])}
     assert swept["sweep-funding-rates-backfill"].data == 100.0
     gaps = {(g.exchange, g.symbol, g.gap_from): g for g in await fetch_all(url, funding_gaps)}
-    assert gaps[("okx", "BTC/USDT:USDT", missing.funding_ts)].status == "filled"
-    unfillable = gaps[("okx", "BTC/USDT:USDT", before_listing + step)]
+    assert gaps[(OKX, "BTC/USDT:USDT", missing.funding_ts)].status == "filled"
+    unfillable = gaps[(OKX, "BTC/USDT:USDT", before_listing + step)]
     assert (unfillable.status, unfillable.missing, unfillable.detail) == (
         "unfillable",
         3,
         "venue served 0 of 3 missing settlement(s)",
     )
-    assert ("okx", missing.funding_ts.isoformat()) in resolved
-    assert resolved[("okx", (before_listing + step).isoformat())]["status"] == "unfillable"
+    assert (OKX, missing.funding_ts.isoformat()) in resolved
+    assert resolved[(OKX, (before_listing + step).isoformat())]["status"] == "unfillable"
     refetched = await fetch_all(url, funding_history, *_key(funding_history, missing))
     assert len(refetched) == 1
 
     state, rows, artifacts = await _check(url)
-    reported = [g for g in table(artifacts["data-quality-funding-gaps"]) if g["exchange"] == "okx"]
+    reported = [g for g in table(artifacts["data-quality-funding-gaps"]) if g["exchange"] == OKX]
     assert [(g["from"], g["status"]) for g in reported] == [
         ((before_listing + step).isoformat(), "unfillable")
     ]
     examples = json.loads(rows["funding_history.continuity"]["examples"])
     assert [(e["exchange"], e["symbol"], e["funding_ts"]) for e in examples] == [
-        ("okx", "BTC/USDT:USDT", history[0].funding_ts.isoformat())
+        (OKX, "BTC/USDT:USDT", history[0].funding_ts.isoformat())
     ]
 
 
@@ -308,14 +313,14 @@ def test_gaps_are_the_missing_settlements_between_stored_ones():
         t0 + 5 * hours + timedelta(minutes=30),
         t0 + 8 * hours,
     ]
-    (first, second) = find_gaps("okx", "ETH/USDT:USDT", stamps, 4.0)
+    (first, second) = find_gaps(OKX, "ETH/USDT:USDT", stamps, 4.0)
     assert (first.gap_from, first.gap_to, first.missing) == (t0 + 2 * hours, t0 + 3 * hours, 2)
     assert (second.gap_from, second.gap_to, second.missing) == (
         stamps[3] + hours,
         stamps[3] + 2 * hours,
         2,
     )
-    assert find_gaps("okx", "ETH/USDT:USDT", stamps[:2], 4.0) == []
+    assert find_gaps(OKX, "ETH/USDT:USDT", stamps[:2], 4.0) == []
     (request,) = gap_requests([first])
     assert (request.since_ms, request.until_ms, request.interval_ms) == (
         int(first.gap_from.timestamp() * 1000),
