@@ -1,9 +1,10 @@
 """The market database: schema, engine and idempotent writes (SQLAlchemy 2 Core, async)."""
 
 from perpflow.store.engine import create_engine, init_schema, run_engine
-from perpflow.store.reads import stored_summary
+from perpflow.store.reads import daily_funding, latest_tickers, stored_summary, ticker_window
 from perpflow.store.schema import (
     MARKET_DATA,
+    benchmark_results,
     collection_ledger,
     funding_history,
     funding_rates,
@@ -27,14 +28,17 @@ __all__ = [
     "MARKET_DATA",
     "LedgerEntry",
     "StoreResult",
+    "benchmark_results",
     "collection_ledger",
     "create_engine",
+    "daily_funding",
     "funding_history",
     "funding_rates",
     "funding_watermarks",
     "init_schema",
     "insert_new",
     "instruments",
+    "latest_tickers",
     "metadata",
     "quarantine",
     "record_failure",
@@ -42,6 +46,7 @@ __all__ = [
     "set_funding_intervals",
     "store_batch",
     "stored_summary",
+    "ticker_window",
     "tickers",
     "upsert_instruments",
 ]
