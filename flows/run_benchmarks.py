@@ -20,7 +20,13 @@ from flows.common import resolve_run
 from perpflow import bench
 from perpflow.bench.plan import check_benchmarks, check_separate
 from perpflow.settings import check_database_url
-from tasks.bench import describe_machine, publish_results, record_results, run_benchmark, start_progress
+from tasks.bench import (
+    describe_machine,
+    publish_results,
+    record_results,
+    run_benchmark,
+    start_progress,
+)
 
 COLLECTION = "flows.collect_tickers:collect_tickers"
 
@@ -38,7 +44,11 @@ def _worker() -> bench.WorkerTarget:
 
 
 def _steps(names: tuple[str, ...], options: bench.BenchOptions) -> int:
-    parts = {"ingest": 2, "cycle": len(options.cycle_venues), "queries": 2 * len(options.query_sizes)}
+    parts = {
+        "ingest": 2,
+        "cycle": len(options.cycle_venues),
+        "queries": 2 * len(options.query_sizes),
+    }
     return len(names) + sum(parts.get(name, 0) for name in names)
 
 
@@ -81,26 +91,40 @@ async def run_benchmarks(
     check_separate(workload.get_secret_value(), ctx.database_url.get_secret_value())
     names = check_benchmarks(benchmarks or bench.BENCHMARKS)
     options = bench.BenchOptions(
-        workload.get_secret_value(), ingest_rows, batch_rows,
-        tuple(query_sizes or (1_000_000, 10_000_000)), query_repeats, symbols,
-        tuple(cycle_venues or (3, 30)), latency_ms,
+        workload.get_secret_value(),
+        ingest_rows,
+        batch_rows,
+        tuple(query_sizes or (1_000_000, 10_000_000)),
+        query_repeats,
+        symbols,
+        tuple(cycle_venues or (3, 30)),
+        latency_ms,
     )
-    margin = ctx.settings.bench_regression_margin if regression_margin is None else regression_margin
+    margin = (
+        ctx.settings.bench_regression_margin if regression_margin is None else regression_margin
+    )
     progress = await start_progress(_steps(names, options))
     figures: list[bench.Figure] = []
     for name in names:
-        figures += await run_benchmark(name, options, progress, cycle_runner=_collect, worker=_worker())
+        figures += await run_benchmark(
+            name, options, progress, cycle_runner=_collect, worker=_worker()
+        )
     where = await describe_machine(SecretStr(options.workload_url))
     verdicts = await record_results(ctx.database_url, ctx.run_id, figures, where, margin)
     await publish_results(ctx.run_id, verdicts, where, margin)
     await progress.step(f"{len(verdicts)} figures recorded", last=True)
     flagged = [v.as_row() for v in verdicts if v.status in ("regression", "over budget")]
     if flagged:
-        get_run_logger().warning("%d benchmark figure(s) flagged: %s", len(flagged),
-                                 ", ".join(f"{row['name']} ({row['status']})" for row in flagged))
-        emit_event(event="perpflow.benchmark.flagged",
-                   resource={"prefect.resource.id": f"perpflow.benchmark-run.{ctx.run_id}"},
-                   payload={"figures": flagged})
+        get_run_logger().warning(
+            "%d benchmark figure(s) flagged: %s",
+            len(flagged),
+            ", ".join(f"{row['name']} ({row['status']})" for row in flagged),
+        )
+        emit_event(
+            event="perpflow.benchmark.flagged",
+            resource={"prefect.resource.id": f"perpflow.benchmark-run.{ctx.run_id}"},
+            payload={"figures": flagged},
+        )
     return [v.as_row() for v in verdicts]
 
 

@@ -42,7 +42,8 @@ class Progress:
         self.done = self.steps if last else self.done + 1
         get_run_logger().info("benchmark progress: %s", line)
         await aupdate_progress_artifact(
-            self.artifact_id, min(100.0, 100.0 * self.done / self.steps), description=line)
+            self.artifact_id, min(100.0, 100.0 * self.done / self.steps), description=line
+        )
 
 
 @task(name="start-benchmark-progress", **BENCH_POLICY)
@@ -50,7 +51,8 @@ async def start_progress(steps: int) -> Progress:
     """Create the run's progress artifact at 0 % for ``steps`` parts."""
     progress = Progress(steps)
     progress.artifact_id = await acreate_progress_artifact(
-        0.0, key=PROGRESS_KEY, description="run-benchmarks: starting")
+        0.0, key=PROGRESS_KEY, description="run-benchmarks: starting"
+    )
     return progress
 
 
@@ -63,8 +65,9 @@ async def run_benchmark(
     worker: bench.WorkerTarget | None = None,
 ) -> list[bench.Figure]:
     """Run benchmark ``name`` (see ``perpflow.bench.measure``); one progress step at its end."""
-    figures = await bench.measure(name, options, cycle_runner=cycle_runner, worker=worker,
-                                  progress=progress.step)
+    figures = await bench.measure(
+        name, options, cycle_runner=cycle_runner, worker=worker, progress=progress.step
+    )
     await progress.step(f"{name}: {len(figures)} figures")
     return figures
 
@@ -77,21 +80,31 @@ async def describe_machine(workload_url: SecretStr) -> bench.Machine:
 
 @task(name="record-benchmark-results", **BENCH_POLICY)
 async def record_results(
-    results_url: SecretStr, run_id: str, figures: list[bench.Figure], where: bench.Machine, margin: float
+    results_url: SecretStr,
+    run_id: str,
+    figures: list[bench.Figure],
+    where: bench.Machine,
+    margin: float,
 ) -> list[bench.Verdict]:
     """Judge the run's figures against earlier runs and store them in ``benchmark_results``."""
     return await bench.conclude(results_url.get_secret_value(), run_id, figures, where, margin)
 
 
 @task(name="publish-benchmark-results", **BENCH_POLICY)
-async def publish_results(run_id: str, verdicts: list[bench.Verdict], where: bench.Machine, margin: float) -> None:
+async def publish_results(
+    run_id: str, verdicts: list[bench.Verdict], where: bench.Machine, margin: float
+) -> None:
     """The run's table artifact (``run-benchmarks-results``: one row per figure with its
     baseline, ratio, budget, previous median, change and status) and markdown summary
     (``run-benchmarks-summary``)."""
     await acreate_table_artifact(
-        table=[v.as_row() for v in verdicts], key=RESULTS_KEY,
+        table=[v.as_row() for v in verdicts],
+        key=RESULTS_KEY,
         description=f"Benchmark figures of run {run_id}; ratio = value / baseline (same run); "
-                    "status: ok, new, regression or over budget.")
+        "status: ok, new, regression or over budget.",
+    )
     await acreate_markdown_artifact(
-        bench.summary_markdown(run_id, verdicts, where, margin), key=SUMMARY_KEY,
-        description=f"Benchmark summary of run {run_id}")
+        bench.summary_markdown(run_id, verdicts, where, margin),
+        key=SUMMARY_KEY,
+        description=f"Benchmark summary of run {run_id}",
+    )

@@ -9,7 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, FlowRunFilterId, TaskRunFilter
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+)
 from prefect.client.schemas.sorting import ArtifactSort
 from sqlalchemy import select
 
@@ -25,8 +30,15 @@ from perpflow.store import benchmark_results, create_engine, init_schema
 from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
 from tests.test_flows import prefect_server  # noqa: F401 - the session's Prefect API
 
-SMALL = {"ingest_rows": 600, "batch_rows": 100, "query_sizes": [900, 2700], "query_repeats": 3,
-         "symbols": 10, "cycle_venues": [3], "latency_ms": 20.0}
+SMALL = {
+    "ingest_rows": 600,
+    "batch_rows": 100,
+    "query_sizes": [900, 2700],
+    "query_repeats": 3,
+    "symbols": 10,
+    "cycle_venues": [3],
+    "latency_ms": 20.0,
+}
 
 
 @pytest.fixture
@@ -53,7 +65,9 @@ async def _stored(url: str, run_id: str | None = None):
         await engine.dispose()
 
 
-async def test_reduced_run_stores_figures_with_baselines_and_artifacts(database_url, workload_url, monkeypatch):
+async def test_reduced_run_stores_figures_with_baselines_and_artifacts(
+    database_url, workload_url, monkeypatch
+):
     monkeypatch.setenv("PERPFLOW_DATABASE_URL", database_url)
     monkeypatch.setenv("PERPFLOW_BENCH_DATABASE_URL", workload_url)
     benchmarks = ["ingest", "validation", "cycle", "queries"]
@@ -67,13 +81,25 @@ async def test_reduced_run_stores_figures_with_baselines_and_artifacts(database_
     assert set(stored) == set(rows)
 
     dialect = "postgresql" if database_url.startswith("postgresql") else "sqlite"
-    ingest_ways = {"store", "raw_executemany"} if dialect == "sqlite" else {
-        "raw_copy", "store", "store_duplicates", "sqlalchemy_executemany", "copy_stage",
-        "copy_stage_reused", "unnest_on_conflict"}
+    ingest_ways = (
+        {"store", "raw_executemany"}
+        if dialect == "sqlite"
+        else {
+            "raw_copy",
+            "store",
+            "store_duplicates",
+            "sqlalchemy_executemany",
+            "copy_stage",
+            "copy_stage_reused",
+            "unnest_on_conflict",
+        }
+    )
     for way in ingest_ways:
         for label in ("batch100", "bulk600"):
             row = stored[f"ingest.{dialect}.{way}.{label}"]
-            assert row.unit == "rows/s" and row.value > 0 and row.db_server.lower().startswith(dialect)
+            assert (
+                row.unit == "rows/s" and row.value > 0 and row.db_server.lower().startswith(dialect)
+            )
     store = stored[f"ingest.{dialect}.store.batch100"]
     raw = "raw_executemany" if dialect == "sqlite" else "raw_copy"
     assert store.baseline == f"ingest.{dialect}.{raw}.batch100"
@@ -90,17 +116,26 @@ async def test_reduced_run_stores_figures_with_baselines_and_artifacts(database_
             assert 0 < p50 <= p99
         assert stored[f"queries.{dialect}.latest_per_symbol.{size}.p95"].budget == 50.0
     if dialect == "sqlite":
-        assert stored["memory.worker.rss"].budget == 400.0 and stored["memory.worker.rss"].value > 50
+        assert (
+            stored["memory.worker.rss"].budget == 400.0 and stored["memory.worker.rss"].value > 50
+        )
     assert all(row.cores >= 1 and row.memory_bytes > 0 and row.python for row in stored.values())
     assert not any(row.regression for row in stored.values())  # nothing earlier to regress from
 
     async with get_client() as client:  # (the 3.8 server needs every filter given)
         artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(), flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
-            task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC, limit=50)
+            artifact_filter=ArtifactFilter(),
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+            task_run_filter=TaskRunFilter(),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=50,
+        )
     by_key = {a.key: a for a in artifacts if a.key}
-    assert {"run-benchmarks-results", "run-benchmarks-summary", "run-benchmarks-progress"} <= set(by_key)
+    assert {"run-benchmarks-results", "run-benchmarks-summary", "run-benchmarks-progress"} <= set(
+        by_key
+    )
     assert by_key["run-benchmarks-progress"].data == 100.0
     assert len(json.loads(by_key["run-benchmarks-results"].data)) == len(rows)
 
@@ -108,17 +143,32 @@ async def test_reduced_run_stores_figures_with_baselines_and_artifacts(database_
 async def test_a_previous_much_faster_run_flags_a_regression(tmp_path, monkeypatch):
     url = f"sqlite+aiosqlite:///{tmp_path / 'market.sqlite'}"
     monkeypatch.setenv("PERPFLOW_DATABASE_URL", url)
-    monkeypatch.setenv("PERPFLOW_BENCH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'bench.sqlite'}")
+    monkeypatch.setenv(
+        "PERPFLOW_BENCH_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'bench.sqlite'}"
+    )
     engine = create_engine(url)
     await init_schema(engine)
     here = machine("SQLite")
-    earlier = {"name": "ingest.sqlite.store.batch100", "value": 1e9, "unit": "rows/s", "better": HIGHER,
-               "baseline": "ingest.sqlite.raw_executemany.batch100", "ratio": 100.0, "budget": None,
-               "regression": False, "note": "", "cores": here.cores, "memory_bytes": here.memory_bytes,
-               "python": here.python, "db_server": "SQLite"}
+    earlier = {
+        "name": "ingest.sqlite.store.batch100",
+        "value": 1e9,
+        "unit": "rows/s",
+        "better": HIGHER,
+        "baseline": "ingest.sqlite.raw_executemany.batch100",
+        "ratio": 100.0,
+        "budget": None,
+        "regression": False,
+        "note": "",
+        "cores": here.cores,
+        "memory_bytes": here.memory_bytes,
+        "python": here.python,
+        "db_server": "SQLite",
+    }
     async with engine.begin() as conn:
-        await conn.execute(benchmark_results.insert(), [
-            {**earlier, "run_id": "earlier", "recorded_at": datetime.now(UTC)}])
+        await conn.execute(
+            benchmark_results.insert(),
+            [{**earlier, "run_id": "earlier", "recorded_at": datetime.now(UTC)}],
+        )
     await engine.dispose()
 
     rows = await run_benchmarks(["ingest"], **SMALL, regression_margin=0.5)
@@ -128,18 +178,36 @@ async def test_a_previous_much_faster_run_flags_a_regression(tmp_path, monkeypat
     assert flagged["change_pct"] < -50
     assert verdicts["ingest.sqlite.store.bulk600"]["status"] == "new"
     stored = await _stored(url)
-    assert {name for name, row in stored.items() if row.regression} == {"ingest.sqlite.store.batch100"}
+    assert {name for name, row in stored.items() if row.regression} == {
+        "ingest.sqlite.store.batch100"
+    }
 
 
 def test_cli_runs_standalone_benchmarks_and_refuses_flow_ones(tmp_path, capsys):
     out = tmp_path / "figures.json"
     market = f"sqlite+aiosqlite:///{tmp_path / 'market.sqlite'}"
-    args = ["--database", f"sqlite+aiosqlite:///{tmp_path / 'bench.sqlite'}", "--results-database",
-            market, "--benchmarks", "validation,queries", "--sizes", "300", "--repeats", "2",
-            "--symbols", "5", "--output", str(out)]
+    args = [
+        "--database",
+        f"sqlite+aiosqlite:///{tmp_path / 'bench.sqlite'}",
+        "--results-database",
+        market,
+        "--benchmarks",
+        "validation,queries",
+        "--sizes",
+        "300",
+        "--repeats",
+        "2",
+        "--symbols",
+        "5",
+        "--output",
+        str(out),
+    ]
     assert bench_cli(args) == 0
     names = {row["name"] for row in json.loads(out.read_text())}
-    assert "queries.sqlite.latest_per_symbol.300.p95" in names and "validation.tickers.per_row" in names
+    assert (
+        "queries.sqlite.latest_per_symbol.300.p95" in names
+        and "validation.tickers.per_row" in names
+    )
     assert "queries.sqlite.symbol_last_24h.300.p99" in capsys.readouterr().out
     assert bench_cli(args[:4] + ["--benchmarks", "cycle"]) == 2
     assert "use python -m flows.run_benchmarks" in capsys.readouterr().err
@@ -150,8 +218,12 @@ def test_request_floor_is_the_slowest_venue_union_of_request_intervals():
     def rec(venue, start, ms):
         return RequestRecord(venue, "GET", "/x", {}, 200, start, 0, ms)
 
-    records = [rec("a", 10.0, 100), rec("a", 10.05, 100), rec("a", 11.0, 100),  # 150 + 100 ms
-               rec("b", 10.0, 200)]
+    records = [
+        rec("a", 10.0, 100),
+        rec("a", 10.05, 100),
+        rec("a", 11.0, 100),  # 150 + 100 ms
+        rec("b", 10.0, 200),
+    ]
     assert request_floor_ms(records) == pytest.approx(250.0)
     assert request_floor_ms([]) == 0.0
 

@@ -9,7 +9,14 @@ perpflow.bench`` runs the standalone benchmarks; the run-benchmarks flow runs th
 """
 
 from perpflow.bench.figures import Figure, Machine
-from perpflow.bench.plan import BENCHMARKS, BenchOptions, WorkerTarget, conclude, describe_machine, measure
+from perpflow.bench.plan import (
+    BENCHMARKS,
+    BenchOptions,
+    WorkerTarget,
+    conclude,
+    describe_machine,
+    measure,
+)
 from perpflow.bench.results import Verdict, summary_markdown
 
 __all__ = [

@@ -26,21 +26,36 @@ def _ints(value: str) -> tuple[int, ...]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; see ``--help``."""
-    parser = argparse.ArgumentParser(prog="python -m perpflow.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--benchmarks", default=",".join(STANDALONE),
-                        help=f"comma-separated, of {', '.join(STANDALONE)}")
-    parser.add_argument("--database", help="scratch (workload) database URL; its market tables are "
-                        "emptied (default: PERPFLOW_BENCH_DATABASE_URL)")
-    parser.add_argument("--results-database", help="where benchmark_results are kept (default: "
-                        "PERPFLOW_DATABASE_URL)")
-    parser.add_argument("--no-record", action="store_true", help="print only; store and judge nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m perpflow.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--benchmarks",
+        default=",".join(STANDALONE),
+        help=f"comma-separated, of {', '.join(STANDALONE)}",
+    )
+    parser.add_argument(
+        "--database",
+        help="scratch (workload) database URL; its market tables are "
+        "emptied (default: PERPFLOW_BENCH_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--results-database",
+        help="where benchmark_results are kept (default: PERPFLOW_DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--no-record", action="store_true", help="print only; store and judge nothing"
+    )
     parser.add_argument("--sizes", default="1e6,1e7", help="rows per queried table, e.g. 1e6,1e7")
     parser.add_argument("--ingest-rows", type=int, default=100_000, help="rows per ingest way")
     parser.add_argument("--batch-rows", type=int, default=500, help="rows per ingest transaction")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per read")
     parser.add_argument("--symbols", type=int, default=300, help="perpetuals per venue")
-    parser.add_argument("--margin", type=float, help="regression margin, a fraction (default: "
-                        "PERPFLOW_BENCH_REGRESSION_MARGIN)")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        help="regression margin, a fraction (default: PERPFLOW_BENCH_REGRESSION_MARGIN)",
+    )
     parser.add_argument("--output", type=Path, help="also write the figures (JSON) to this file")
     return parser.parse_args(argv)
 
@@ -53,10 +68,13 @@ async def run(args: argparse.Namespace) -> int:
     plan.check_separate(workload, market)
     names = plan.check_benchmarks(args.benchmarks.split(","))
     if set(names) - set(STANDALONE):
-        raise ValueError(f"benchmarks={list(names)!r}: cycle and memory run a collection flow; "
-                         "use python -m flows.run_benchmarks")
-    options = plan.BenchOptions(workload, args.ingest_rows, args.batch_rows, _ints(args.sizes),
-                                args.repeats, args.symbols)
+        raise ValueError(
+            f"benchmarks={list(names)!r}: cycle and memory run a collection flow; "
+            "use python -m flows.run_benchmarks"
+        )
+    options = plan.BenchOptions(
+        workload, args.ingest_rows, args.batch_rows, _ints(args.sizes), args.repeats, args.symbols
+    )
 
     async def progress(line: str) -> None:
         print(f"... {line}", file=sys.stderr, flush=True)

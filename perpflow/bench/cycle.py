@@ -32,18 +32,31 @@ CycleRunner = Callable[[dict[str, str]], Awaitable[list[dict[str, Any]]]]
 
 
 @contextmanager
-def emulated_venues(venues: int, symbols: int, latency_ms: float) -> Iterator[tuple[EmulatorServer, list[dict]]]:
+def emulated_venues(
+    venues: int, symbols: int, latency_ms: float
+) -> Iterator[tuple[EmulatorServer, list[dict]]]:
     """An emulator (own thread) with ``venues`` generated venues named ``<format>-<nn>``, the
     formats in turn, each listing ``symbols`` perpetuals and answering after ``latency_ms``;
     yields the server and the venue entries for ``PERPFLOW_EXCHANGES``."""
     formats = sorted(FORMATS)
-    names = [(f"{formats[i % len(formats)]}-{i:02d}", formats[i % len(formats)]) for i in range(venues)]
-    server = EmulatorServer([GeneratedVenue(name, fmt, symbols=symbols) for name, fmt in names],
-                            log_size=max(10_000, 20 * venues))
+    names = [
+        (f"{formats[i % len(formats)]}-{i:02d}", formats[i % len(formats)]) for i in range(venues)
+    ]
+    server = EmulatorServer(
+        [GeneratedVenue(name, fmt, symbols=symbols) for name, fmt in names],
+        log_size=max(10_000, 20 * venues),
+    )
     server.set_latency(latency_ms)
     with server.running_in_thread():
-        configs = [{"id": fmt, "name": name, "api_url": server.venue_base_url(name),
-                    "ccxt_config": {"enableRateLimit": False}} for name, fmt in names]
+        configs = [
+            {
+                "id": fmt,
+                "name": name,
+                "api_url": server.venue_base_url(name),
+                "ccxt_config": {"enableRateLimit": False},
+            }
+            for name, fmt in names
+        ]
         yield server, configs
 
 
@@ -58,7 +71,8 @@ def request_floor_ms(records: list[RequestRecord]) -> float:
     spans: dict[str, list[tuple[float, float]]] = {}
     for record in records:
         spans.setdefault(record.venue, []).append(
-            (record.monotonic, record.monotonic + record.duration_ms / 1000))
+            (record.monotonic, record.monotonic + record.duration_ms / 1000)
+        )
     floor = 0.0
     for intervals in spans.values():
         total, end = 0.0, float("-inf")
@@ -89,7 +103,9 @@ async def collection_cycle(
         floor = request_floor_ms(server.requests.records())
     failed = [row for row in ledger if row["status"] != "ok" or not row["received"]]
     if failed or len(ledger) != venues:
-        raise RuntimeError(f"{label}: {len(ledger)} ledger rows for {venues} venues; not ok: {failed}")
+        raise RuntimeError(
+            f"{label}: {len(ledger)} ledger rows for {venues} venues; not ok: {failed}"
+        )
     note = f"{latency_ms:g} ms latency per request; {sum(r['stored'] for r in ledger)} rows stored"
     floor_figure = Figure(f"{label}.floor", floor, "ms", LOWER, note=note)
     return [
@@ -99,15 +115,21 @@ async def collection_cycle(
     ]
 
 
-def worker_rss(target: str, env: dict[str, str], timeout_s: float = WORKER_TIMEOUT_S) -> list[Figure]:
+def worker_rss(
+    target: str, env: dict[str, str], timeout_s: float = WORKER_TIMEOUT_S
+) -> list[Figure]:
     """RSS (MB) of a fresh ``python -m perpflow.bench.worker target`` process after it imported
     ``target`` (``module:function``) and awaited it once, with ``env`` added to this process's
     environment; figures ``memory.worker.rss`` (budget ``RSS_BUDGET_MB``) and
     ``memory.worker.peak_rss``. Raises ``RuntimeError`` with the worker's last output when it
     fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "perpflow.bench.worker", target], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=timeout_s, check=False,
+        [sys.executable, "-m", "perpflow.bench.worker", target],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -115,7 +137,13 @@ def worker_rss(target: str, env: dict[str, str], timeout_s: float = WORKER_TIMEO
     measured = json.loads(lines[-1])
     note = f"after importing and running {target} once"
     return [
-        Figure("memory.worker.rss", measured["rss_bytes"] / MB, "MB", LOWER, budget=RSS_BUDGET_MB,
-               note=note),
+        Figure(
+            "memory.worker.rss",
+            measured["rss_bytes"] / MB,
+            "MB",
+            LOWER,
+            budget=RSS_BUDGET_MB,
+            note=note,
+        ),
         Figure("memory.worker.peak_rss", measured["peak_rss_bytes"] / MB, "MB", LOWER, note=note),
     ]

@@ -7,7 +7,7 @@ import platform
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import psutil
 from sqlalchemy import text
@@ -64,7 +64,7 @@ class Clock:
     seconds: float = 0.0
     _started: float = field(default=0.0, repr=False)
 
-    def __enter__(self) -> Clock:
+    def __enter__(self) -> Self:
         self._started = time.perf_counter()
         return self
 

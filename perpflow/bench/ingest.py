@@ -44,13 +44,23 @@ def ticker_dicts(count: int, symbols: int = 300, start: int = 0) -> list[dict[st
     rows = []
     for i in range(start, start + count):
         price = 100.0 + (i % 997) / 10
-        rows.append({
-            "exchange": "bench", "symbol": f"S{i % symbols:04d}/USDT:USDT",
-            "ts": T0 + timedelta(seconds=i // symbols), "ts_source": "exchange",
-            "bid": price, "ask": price + 0.1, "last": price + 0.05, "mark_price": price + 0.04,
-            "index_price": price + 0.03, "base_volume": 1000.0 + i, "quote_volume": 1e5 + i,
-            "collected_at": T0, "run_id": "bench",
-        })
+        rows.append(
+            {
+                "exchange": "bench",
+                "symbol": f"S{i % symbols:04d}/USDT:USDT",
+                "ts": T0 + timedelta(seconds=i // symbols),
+                "ts_source": "exchange",
+                "bid": price,
+                "ask": price + 0.1,
+                "last": price + 0.05,
+                "mark_price": price + 0.04,
+                "index_price": price + 0.03,
+                "base_volume": 1000.0 + i,
+                "quote_volume": 1e5 + i,
+                "collected_at": T0,
+                "run_id": "bench",
+            }
+        )
     return rows
 
 
@@ -60,6 +70,7 @@ def batches(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]
 
 
 # -- the idempotent ways tried on PostgreSQL besides the store's own ---------------------------
+
 
 def _names(table: Table) -> str:
     return ", ".join(f'"{c.name}"' for c in table.columns)
@@ -72,20 +83,26 @@ async def copy_stage_reused(conn: AsyncConnection, table: Table, rows: list[dict
     ``TRUNCATE``."""
     stage = f"stage_reused_{table.name}"
     made = (await conn.get_raw_connection()).info.setdefault("perpflow_bench_stages", set())
-    await conn.execute(text(
-        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name} INCLUDING DEFAULTS) "
-        "ON COMMIT DELETE ROWS" if stage not in made else "SELECT 1"  # opens the transaction
-    ))
+    await conn.execute(
+        text(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+            if stage not in made
+            else "SELECT 1"  # opens the transaction
+        )
+    )
     made.add(stage)
     columns = [c.name for c in table.columns]
     raw = (await conn.get_raw_connection()).driver_connection
     await raw.copy_records_to_table(
         stage, records=[tuple(row.get(c) for c in columns) for row in rows], columns=columns
     )
-    result = await conn.execute(text(
-        f"INSERT INTO {table.name} ({_names(table)}) SELECT {_names(table)} FROM {stage} "
-        "ON CONFLICT DO NOTHING"
-    ))
+    result = await conn.execute(
+        text(
+            f"INSERT INTO {table.name} ({_names(table)}) SELECT {_names(table)} FROM {stage} "
+            "ON CONFLICT DO NOTHING"
+        )
+    )
     return result.rowcount
 
 
@@ -93,18 +110,24 @@ def _unnest_sql(table: Table) -> str:
     arrays = ", ".join(
         f"${i}::{c.type.compile(postgresql.dialect())}[]" for i, c in enumerate(table.columns, 1)
     )
-    return (f"INSERT INTO {table.name} ({_names(table)}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT DO NOTHING")
+    return (
+        f"INSERT INTO {table.name} ({_names(table)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT DO NOTHING"
+    )
 
 
-async def unnest_on_conflict(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+async def unnest_on_conflict(
+    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]
+) -> int:
     """One prepared statement per batch: ``INSERT ... SELECT * FROM unnest($1::text[], ...) ON
     CONFLICT DO NOTHING`` with one array per column (one round trip, no staging table)."""
     params = tuple([row.get(c.name) for row in rows] for c in table.columns)
     return (await conn.exec_driver_sql(_unnest_sql(table), params)).rowcount
 
 
-async def sqlalchemy_executemany(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+async def sqlalchemy_executemany(
+    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]
+) -> int:
     """A plain (not idempotent) SQLAlchemy executemany ``INSERT``: the ORM-less baseline."""
     await conn.execute(table.insert(), rows)
     return len(rows)
@@ -119,11 +142,15 @@ IDEMPOTENT_ALTERNATIVES: dict[str, Writer] = {
 
 # -- runners -----------------------------------------------------------------------------------
 
+
 async def _truncate(engine: AsyncEngine, *tables: str) -> None:
     async with engine.begin() as conn:
         for name in tables:
-            await conn.execute(text(f"DELETE FROM {name}" if engine.dialect.name == "sqlite"
-                                    else f"TRUNCATE {name}"))
+            await conn.execute(
+                text(
+                    f"DELETE FROM {name}" if engine.dialect.name == "sqlite" else f"TRUNCATE {name}"
+                )
+            )
 
 
 async def _through(
@@ -141,8 +168,10 @@ async def _through(
                 async with conn.begin():
                     stored = await writer(conn, tickers, chunk)
             if stored != (0 if again else len(chunk)):
-                raise RuntimeError(f"{writer.__name__}: {stored} new rows of {len(chunk)} "
-                                   f"({'all stored before' if again else 'none stored before'})")
+                raise RuntimeError(
+                    f"{writer.__name__}: {stored} new rows of {len(chunk)} "
+                    f"({'all stored before' if again else 'none stored before'})"
+                )
     return clock.seconds
 
 
@@ -156,7 +185,9 @@ async def _raw_copy(dsn: str, chunks: list[list[dict[str, Any]]]) -> float:
         for chunk in chunks:
             with clock:
                 await conn.copy_records_to_table(
-                    RAW_TABLE, records=[tuple(r[c] for c in columns) for r in chunk], columns=columns
+                    RAW_TABLE,
+                    records=[tuple(r[c] for c in columns) for r in chunk],
+                    columns=columns,
                 )
         await conn.execute(f"DROP TABLE {RAW_TABLE}")
     finally:
@@ -193,19 +224,31 @@ async def postgresql_ingest(
         "store": lambda chunks: _through(engine, insert_new, chunks),
         "store_duplicates": store_duplicates,
         "sqlalchemy_executemany": lambda chunks: _through(engine, sqlalchemy_executemany, chunks),
-        **{way: (lambda chunks, w=writer: _through(engine, w, chunks))
-           for way, writer in IDEMPOTENT_ALTERNATIVES.items()},
+        **{
+            way: (lambda chunks, w=writer: _through(engine, w, chunks))
+            for way, writer in IDEMPOTENT_ALTERNATIVES.items()
+        },
     }
     figures = []
-    for label, chunks in ((f"batch{batch_rows}", batches(data, batch_rows)), (f"bulk{rows}", [data])):
+    for label, chunks in (
+        (f"batch{batch_rows}", batches(data, batch_rows)),
+        (f"bulk{rows}", [data]),
+    ):
         seconds: dict[str, list[float]] = {way: [] for way in ways}
         order = list(ways)
         for round_ in range(rounds):
-            for way in order[round_ % len(order):] + order[: round_ % len(order)]:
+            for way in order[round_ % len(order) :] + order[: round_ % len(order)]:
                 seconds[way].append(await ways[way](chunks))
-        rates = {way: Figure(f"ingest.postgresql.{way}.{label}",
-                             rows / statistics.median(spent), "rows/s", HIGHER, database=version)
-                 for way, spent in seconds.items()}
+        rates = {
+            way: Figure(
+                f"ingest.postgresql.{way}.{label}",
+                rows / statistics.median(spent),
+                "rows/s",
+                HIGHER,
+                database=version,
+            )
+            for way, spent in seconds.items()
+        }
         base = rates.pop("raw_copy")
         figures += [base, *(compared(figure, base) for figure in rates.values())]
     await _truncate(engine, tickers.name)
@@ -223,7 +266,9 @@ def _sqlite3_executemany(path: Path, chunks: list[list[dict[str, Any]]]) -> floa
         clock = Clock()
         for chunk in chunks:
             with clock:
-                conn.executemany(insert, [tuple(_sqlite_value(r[c]) for c in columns) for r in chunk])
+                conn.executemany(
+                    insert, [tuple(_sqlite_value(r[c]) for c in columns) for r in chunk]
+                )
                 conn.commit()
     finally:
         conn.close()
@@ -246,14 +291,25 @@ async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]
         try:
             await init_schema(engine)
             version = await server_version(engine)
-            for label, chunks in ((f"batch{batch_rows}", batches(data, batch_rows)), (f"bulk{rows}", [data])):
+            for label, chunks in (
+                (f"batch{batch_rows}", batches(data, batch_rows)),
+                (f"bulk{rows}", [data]),
+            ):
                 raw_path = Path(tmp) / f"raw-{label}.sqlite"
-                base = Figure(f"ingest.sqlite.raw_executemany.{label}",
-                              rows / _sqlite3_executemany(raw_path, chunks), "rows/s", HIGHER,
-                              database=version)
-                store = Figure(f"ingest.sqlite.store.{label}",
-                               rows / await _through(engine, insert_new, chunks), "rows/s", HIGHER,
-                               database=version)
+                base = Figure(
+                    f"ingest.sqlite.raw_executemany.{label}",
+                    rows / _sqlite3_executemany(raw_path, chunks),
+                    "rows/s",
+                    HIGHER,
+                    database=version,
+                )
+                store = Figure(
+                    f"ingest.sqlite.store.{label}",
+                    rows / await _through(engine, insert_new, chunks),
+                    "rows/s",
+                    HIGHER,
+                    database=version,
+                )
                 figures += [base, compared(store, base)]
         finally:
             await engine.dispose()
@@ -262,17 +318,28 @@ async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]
 
 # -- validation --------------------------------------------------------------------------------
 
+
 def _ccxt_tickers(count: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
     now = int(T0.timestamp() * 1000)
     data = {}
     for i in range(count):
         symbol = f"S{i:04d}/USDT:USDT"
         price = 100.0 + i / 10
-        data[symbol] = {"symbol": symbol, "timestamp": now, "bid": price, "ask": price + 0.1,
-                        "last": price + 0.05, "markPrice": price, "indexPrice": price,
-                        "baseVolume": 10.0, "quoteVolume": 1000.0, "fundingRate": 1e-4,
-                        "fundingTimestamp": now, "nextFundingTimestamp": now + 28_800_000,
-                        "interval": "8h"}
+        data[symbol] = {
+            "symbol": symbol,
+            "timestamp": now,
+            "bid": price,
+            "ask": price + 0.1,
+            "last": price + 0.05,
+            "markPrice": price,
+            "indexPrice": price,
+            "baseVolume": 10.0,
+            "quoteVolume": 1000.0,
+            "fundingRate": 1e-4,
+            "fundingTimestamp": now,
+            "nextFundingTimestamp": now + 28_800_000,
+            "interval": "8h",
+        }
     return data, list(data)
 
 

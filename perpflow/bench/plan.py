@@ -49,11 +49,17 @@ class BenchOptions:
         for name in ("ingest_rows", "batch_rows", "query_repeats", "symbols"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be positive")
-        if list(self.query_sizes) != sorted(set(self.query_sizes)) or any(n <= 0 for n in self.query_sizes):
-            raise ValueError(f"query_sizes={self.query_sizes!r}: expected distinct positive sizes, ascending")
+        if list(self.query_sizes) != sorted(set(self.query_sizes)) or any(
+            n <= 0 for n in self.query_sizes
+        ):
+            raise ValueError(
+                f"query_sizes={self.query_sizes!r}: expected distinct positive sizes, ascending"
+            )
         if any(n <= 0 for n in self.cycle_venues) or self.latency_ms < 0:
-            raise ValueError(f"cycle_venues={self.cycle_venues!r}, latency_ms={self.latency_ms!r}: "
-                             "expected positive venue counts and a latency >= 0")
+            raise ValueError(
+                f"cycle_venues={self.cycle_venues!r}, latency_ms={self.latency_ms!r}: "
+                "expected positive venue counts and a latency >= 0"
+            )
 
 
 def check_benchmarks(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -68,8 +74,10 @@ def check_separate(workload_url: str, market_url: str) -> None:
     """Raises ``ValueError`` when the workload database is the market database (its market
     tables would be emptied)."""
     if make_url(workload_url) == make_url(market_url):
-        raise ValueError("bench_database_url: must not be the market database (the benchmarks "
-                         "empty its market tables); give a scratch database")
+        raise ValueError(
+            "bench_database_url: must not be the market database (the benchmarks "
+            "empty its market tables); give a scratch database"
+        )
 
 
 async def describe_machine(workload_url: str) -> Machine:
@@ -106,16 +114,21 @@ async def measure(
         return ingest.validation_cost(options.batch_rows)
     if benchmark == "cycle":
         if cycle_runner is None:
-            raise ValueError("benchmark 'cycle' runs a collection flow: use the run-benchmarks flow")
+            raise ValueError(
+                "benchmark 'cycle' runs a collection flow: use the run-benchmarks flow"
+            )
         figures = []
         for venues in options.cycle_venues:
-            figures += await cycle.collection_cycle(cycle_runner, options.workload_url, venues,
-                                                    options.symbols, options.latency_ms)
+            figures += await cycle.collection_cycle(
+                cycle_runner, options.workload_url, venues, options.symbols, options.latency_ms
+            )
             await progress(f"cycle {venues}x{options.symbols} done")
         return figures
     if benchmark == "memory":
         if worker is None:
-            raise ValueError("benchmark 'memory' runs a collection flow: use the run-benchmarks flow")
+            raise ValueError(
+                "benchmark 'memory' runs a collection flow: use the run-benchmarks flow"
+            )
         with cycle.emulated_venues(3, options.symbols, options.latency_ms) as (_, configs):
             env = {**worker.env, **cycle.cycle_environment(configs, options.workload_url)}
             return await asyncio.to_thread(cycle.worker_rss, worker.target, env)
@@ -126,7 +139,9 @@ async def measure(
             figures = await ingest.sqlite_ingest(options.ingest_rows, options.batch_rows)
             await progress("ingest sqlite done")
             if engine.dialect.name == "postgresql":
-                figures += await ingest.postgresql_ingest(engine, options.ingest_rows, options.batch_rows)
+                figures += await ingest.postgresql_ingest(
+                    engine, options.ingest_rows, options.batch_rows
+                )
                 await progress("ingest postgresql done")
             return figures
         workload = queries.QueryWorkload(engine, options.symbols)
@@ -135,8 +150,9 @@ async def measure(
         for size in options.query_sizes:
             await workload.grow_to(size)
             await progress(f"queries: {queries.size_label(size)} rows generated")
-            figures += await queries.query_latency(workload, options.query_repeats,
-                                                   max(3, options.query_repeats // 5))
+            figures += await queries.query_latency(
+                workload, options.query_repeats, max(3, options.query_repeats // 5)
+            )
             await progress(f"queries at {queries.size_label(size)} done")
         return figures
     finally:

@@ -19,7 +19,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.bench.figures import LOWER, Figure, percentile, server_version
-from perpflow.store import daily_funding, funding_rates, instruments, latest_tickers, ticker_window, tickers
+from perpflow.store import (
+    daily_funding,
+    funding_rates,
+    instruments,
+    latest_tickers,
+    ticker_window,
+    tickers,
+)
 
 VENUES = ("bench-a", "bench-b", "bench-c")
 LATEST_P95_BUDGET_MS = 50.0
@@ -60,8 +67,11 @@ def _series(dialect: str, name: str, start: str, stop: str) -> str:
 def _with(dialect: str, series: dict[str, tuple[str, str]]) -> str:
     if dialect == "postgresql":
         return ""
-    parts = [f"{name}({name}) AS (SELECT {start} UNION ALL SELECT {name} + 1 FROM {name} "
-             f"WHERE {name} + 1 < {stop})" for name, (start, stop) in series.items()]
+    parts = [
+        f"{name}({name}) AS (SELECT {start} UNION ALL SELECT {name} + 1 FROM {name} "
+        f"WHERE {name} + 1 < {stop})"
+        for name, (start, stop) in series.items()
+    ]
     return "WITH RECURSIVE " + ", ".join(parts) + " "
 
 
@@ -69,18 +79,27 @@ def _generate(dialect: str, table: str, columns: str, values: str, step_s: int) 
     series = {"k": (":k0", ":k1"), "v": ("0", ":venues"), "s": ("0", ":symbols")}
     select_list = f"{_key_sql(dialect)}, " + values.replace("{ts}", _ts_sql(dialect, step_s))
     sources = ", ".join(_series(dialect, name, *bounds) for name, bounds in series.items())
-    return (f"{_with(dialect, series)}INSERT INTO {table} ({columns}) "
-            f"SELECT {select_list} FROM {sources}")
+    return (
+        f"{_with(dialect, series)}INSERT INTO {table} ({columns}) "
+        f"SELECT {select_list} FROM {sources}"
+    )
 
 
-TICKER_COLUMNS = ("exchange, symbol, ts, ts_source, bid, ask, last, mark_price, index_price, "
-                  "base_volume, quote_volume, collected_at, run_id")
-TICKER_VALUES = ("{ts}, 'exchange', 100 + s + (k % 89) * 0.01, 100.1 + s + (k % 89) * 0.01, "
-                 "100.05 + s, 100.04 + s, 100.03 + s, 1000.0 + k, 100000.0 + k, {ts}, 'bench'")
-FUNDING_COLUMNS = ("exchange, symbol, ts, ts_source, funding_rate, next_funding_rate, mark_price, "
-                   "index_price, interval_hours, collected_at, run_id")
-FUNDING_VALUES = ("{ts}, 'exchange', 0.0001 * ((k + s) % 7 - 3), 0.0001, 100.0 + s, 100.0 + s, "
-                  "8.0, {ts}, 'bench'")
+TICKER_COLUMNS = (
+    "exchange, symbol, ts, ts_source, bid, ask, last, mark_price, index_price, "
+    "base_volume, quote_volume, collected_at, run_id"
+)
+TICKER_VALUES = (
+    "{ts}, 'exchange', 100 + s + (k % 89) * 0.01, 100.1 + s + (k % 89) * 0.01, "
+    "100.05 + s, 100.04 + s, 100.03 + s, 1000.0 + k, 100000.0 + k, {ts}, 'bench'"
+)
+FUNDING_COLUMNS = (
+    "exchange, symbol, ts, ts_source, funding_rate, next_funding_rate, mark_price, "
+    "index_price, interval_hours, collected_at, run_id"
+)
+FUNDING_VALUES = (
+    "{ts}, 'exchange', 0.0001 * ((k + s) % 7 - 3), 0.0001, 100.0 + s, 100.0 + s, 8.0, {ts}, 'bench'"
+)
 
 
 class QueryWorkload:
@@ -89,7 +108,9 @@ class QueryWorkload:
     ``end`` (tz-aware UTC, whole minute) is the newest row's time; ``symbols`` per venue.
     """
 
-    def __init__(self, engine: AsyncEngine, symbols: int = 300, end: datetime | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, symbols: int = 300, end: datetime | None = None
+    ) -> None:
         self.engine = engine
         self.symbols = symbols
         now = end or datetime.now(UTC)
@@ -107,13 +128,27 @@ class QueryWorkload:
         async with self.engine.begin() as conn:
             for table in (tickers, funding_rates, instruments):
                 await conn.execute(table.delete())
-            await conn.execute(instruments.insert(), [
-                {"exchange": venue, "symbol": f"S{s:04d}/USDT:USDT", "market_id": f"S{s:04d}USDT",
-                 "base": f"S{s:04d}", "quote": "USDT", "settle": "USDT", "linear": True,
-                 "inverse": False, "contract_size": 1.0, "active": True,
-                 "first_seen": self.end, "last_seen": self.end}
-                for venue in VENUES for s in range(self.symbols)
-            ])
+            await conn.execute(
+                instruments.insert(),
+                [
+                    {
+                        "exchange": venue,
+                        "symbol": f"S{s:04d}/USDT:USDT",
+                        "market_id": f"S{s:04d}USDT",
+                        "base": f"S{s:04d}",
+                        "quote": "USDT",
+                        "settle": "USDT",
+                        "linear": True,
+                        "inverse": False,
+                        "contract_size": 1.0,
+                        "active": True,
+                        "first_seen": self.end,
+                        "last_seen": self.end,
+                    }
+                    for venue in VENUES
+                    for s in range(self.symbols)
+                ],
+            )
 
     async def grow_to(self, rows: int) -> None:
         """Add older rows until ``tickers`` and ``funding_rates`` hold about ``rows`` each (whole
@@ -122,13 +157,28 @@ class QueryWorkload:
         k0, k1 = -(-self.rows // self.series), -(-rows // self.series)
         if k1 <= k0:
             raise ValueError(f"rows={rows!r}: the workload holds {self.rows} rows already")
-        params = {"k0": k0, "k1": k1, "venues": len(VENUES), "symbols": self.symbols,
-                  "end_s": int(self.end.timestamp())}
+        params = {
+            "k0": k0,
+            "k1": k1,
+            "venues": len(VENUES),
+            "symbols": self.symbols,
+            "end_s": int(self.end.timestamp()),
+        }
         async with self.engine.begin() as conn:
-            await conn.execute(text(_generate(dialect, tickers.name, TICKER_COLUMNS, TICKER_VALUES,
-                                              TICKER_STEP_S)), params)
-            await conn.execute(text(_generate(dialect, funding_rates.name, FUNDING_COLUMNS,
-                                              FUNDING_VALUES, FUNDING_STEP_S)), params)
+            await conn.execute(
+                text(
+                    _generate(dialect, tickers.name, TICKER_COLUMNS, TICKER_VALUES, TICKER_STEP_S)
+                ),
+                params,
+            )
+            await conn.execute(
+                text(
+                    _generate(
+                        dialect, funding_rates.name, FUNDING_COLUMNS, FUNDING_VALUES, FUNDING_STEP_S
+                    )
+                ),
+                params,
+            )
         async with self.engine.begin() as conn:
             await conn.execute(text("ANALYZE"))
         self.rows, self.size = k1 * self.series, rows
@@ -152,12 +202,16 @@ class QueryWorkload:
         end = self.end + timedelta(minutes=1)
         return {
             "latest_per_symbol": lambda conn, i: latest_tickers(conn, venue(i)),
-            "symbol_last_24h": lambda conn, i: ticker_window(conn, venue(i), symbol(i), end - day, end),
+            "symbol_last_24h": lambda conn, i: ticker_window(
+                conn, venue(i), symbol(i), end - day, end
+            ),
             "funding_daily_30d": lambda conn, i: daily_funding(conn, venue(i), end - month, end),
         }
 
 
-async def query_latency(workload: QueryWorkload, repeats: int = 50, heavy_repeats: int = 10) -> list[Figure]:
+async def query_latency(
+    workload: QueryWorkload, repeats: int = 50, heavy_repeats: int = 10
+) -> list[Figure]:
     """p50/p95/p99 (ms) of each standard read at the workload's current size: ``repeats`` timed
     runs (``heavy_repeats`` for the 30-day aggregate) after one untimed warm-up, on one
     connection. Figures ``queries.<dialect>.<read>.<size>.p<q>``; the latest-per-symbol p95
@@ -179,7 +233,15 @@ async def query_latency(workload: QueryWorkload, repeats: int = 50, heavy_repeat
                 samples.append((time.perf_counter() - started) * 1000)
             for q in QUANTILES:
                 budget = LATEST_P95_BUDGET_MS if (name, q) == ("latest_per_symbol", 95) else None
-                figures.append(Figure(f"queries.{dialect}.{name}.{size}.p{q}", percentile(samples, q),
-                                      "ms", LOWER, budget=budget, database=version,
-                                      note=f"{count} runs, {workload.rows} rows per table"))
+                figures.append(
+                    Figure(
+                        f"queries.{dialect}.{name}.{size}.p{q}",
+                        percentile(samples, q),
+                        "ms",
+                        LOWER,
+                        budget=budget,
+                        database=version,
+                        note=f"{count} runs, {workload.rows} rows per table",
+                    )
+                )
     return figures

@@ -46,8 +46,12 @@ class Verdict:
         """One row of the results table artifact."""
         f = self.figure
         return {
-            "name": f.name, "value": round(f.value, 3), "unit": f.unit, "baseline": f.baseline or "",
-            "ratio": None if f.ratio is None else round(f.ratio, 3), "budget": f.budget,
+            "name": f.name,
+            "value": round(f.value, 3),
+            "unit": f.unit,
+            "baseline": f.baseline or "",
+            "ratio": None if f.ratio is None else round(f.ratio, 3),
+            "budget": f.budget,
             "previous": None if self.reference is None else round(self.reference, 3),
             "change_pct": None if self.change is None else round(self.change * 100, 1),
             "status": self.status,
@@ -59,13 +63,19 @@ def compared_quantity(figure: Figure) -> float:
     return figure.ratio if figure.ratio is not None else figure.value
 
 
-async def history(engine: AsyncEngine, machine: Machine, run_id: str, runs: int = HISTORY_RUNS) -> dict[str, list[float]]:
+async def history(
+    engine: AsyncEngine, machine: Machine, run_id: str, runs: int = HISTORY_RUNS
+) -> dict[str, list[float]]:
     """``{name: [compared quantity, newest first]}`` of at most ``runs`` earlier runs (not
     ``run_id``) recorded on a machine with ``machine``'s cores and RAM."""
     t = benchmark_results
     query = (
         select(t.c.name, t.c.value, t.c.ratio)
-        .where(t.c.run_id != run_id, t.c.cores == machine.cores, t.c.memory_bytes == machine.memory_bytes)
+        .where(
+            t.c.run_id != run_id,
+            t.c.cores == machine.cores,
+            t.c.memory_bytes == machine.memory_bytes,
+        )
         .order_by(t.c.recorded_at.desc())
     )
     found: dict[str, list[float]] = {}
@@ -96,13 +106,21 @@ def judge(figures: list[Figure], earlier: dict[str, list[float]], margin: float)
     return verdicts
 
 
-async def record(engine: AsyncEngine, run_id: str, verdicts: list[Verdict], machine: Machine, at: datetime) -> None:
+async def record(
+    engine: AsyncEngine, run_id: str, verdicts: list[Verdict], machine: Machine, at: datetime
+) -> None:
     """Store the run's figures in ``benchmark_results`` (one transaction)."""
     rows = [
-        {"run_id": run_id, **{k: v for k, v in v_.figure.as_row().items() if k != "database"},
-         "regression": v_.regression, "cores": machine.cores, "memory_bytes": machine.memory_bytes,
-         "python": machine.python, "db_server": v_.figure.database or machine.db_server,
-         "recorded_at": at}
+        {
+            "run_id": run_id,
+            **{k: v for k, v in v_.figure.as_row().items() if k != "database"},
+            "regression": v_.regression,
+            "cores": machine.cores,
+            "memory_bytes": machine.memory_bytes,
+            "python": machine.python,
+            "db_server": v_.figure.database or machine.db_server,
+            "recorded_at": at,
+        }
         for v_ in verdicts
     ]
     async with engine.begin() as conn:
@@ -115,25 +133,56 @@ def summary_markdown(run_id: str, verdicts: list[Verdict], machine: Machine, mar
     lines = [
         f"# Benchmark run {run_id}",
         "",
-        f"Machine: {machine.cores} cores, {gib:.1f} GiB RAM, Python {machine.python}, "
-        f"workload database {machine.db_server}. Ratios compare with a baseline measured in the "
-        f"same run; a regression is a figure worse than the median of its last {HISTORY_RUNS} runs "
-        f"on a machine of this size by more than {margin:.0%}.",
+        (
+            f"Machine: {machine.cores} cores, {gib:.1f} GiB RAM, Python {machine.python}, "
+            f"workload database {machine.db_server}. Ratios compare with a baseline measured in the "
+            f"same run; a regression is a figure worse than the median of its last {HISTORY_RUNS} runs "
+            f"on a machine of this size by more than {margin:.0%}."
+        ),
         "",
     ]
     flagged = [v for v in verdicts if v.status in ("regression", "over budget")]
-    lines += [f"**{len(flagged)} figure(s) flagged.**" if flagged else "**No regression, every budget met.**", ""]
+    lines += [
+        f"**{len(flagged)} figure(s) flagged.**"
+        if flagged
+        else "**No regression, every budget met.**",
+        "",
+    ]
     for v in flagged:
         f = v.figure
-        why = (f"{-v.change:.0%} worse than the median of earlier runs" if v.regression
-               else f"budget {f.budget:g} {f.unit}")
-        lines.append(f"- `{f.name}`: {f.value:.4g} {f.unit}" + (f" (ratio {f.ratio:.3g})" if f.ratio is not None else "")
-                     + f" - {why}")
-    lines += ["", "| figure | value | unit | baseline | ratio | budget | previous | change % | status |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        why = (
+            f"{-v.change:.0%} worse than the median of earlier runs"
+            if v.regression
+            else f"budget {f.budget:g} {f.unit}"
+        )
+        lines.append(
+            f"- `{f.name}`: {f.value:.4g} {f.unit}"
+            + (f" (ratio {f.ratio:.3g})" if f.ratio is not None else "")
+            + f" - {why}"
+        )
+    lines += [
+        "",
+        "| figure | value | unit | baseline | ratio | budget | previous | change % | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for v in verdicts:
         row = v.as_row()
-        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in
-                                       ("name", "value", "unit", "baseline", "ratio", "budget",
-                                        "previous", "change_pct", "status")) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                "" if row[k] is None else str(row[k])
+                for k in (
+                    "name",
+                    "value",
+                    "unit",
+                    "baseline",
+                    "ratio",
+                    "budget",
+                    "previous",
+                    "change_pct",
+                    "status",
+                )
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"

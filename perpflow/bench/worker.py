@@ -26,7 +26,11 @@ def main(argv: list[str]) -> int:
     if inspect.isawaitable(result):
         asyncio.run(result)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"rss_bytes": psutil.Process().memory_info().rss, "peak_rss_bytes": peak_kib * 1024}))
+    print(
+        json.dumps(
+            {"rss_bytes": psutil.Process().memory_info().rss, "peak_rss_bytes": peak_kib * 1024}
+        )
+    )
     return 0
 
 

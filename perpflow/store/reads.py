@@ -33,14 +33,21 @@ async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
     cost grows with the venue's instruments, not with the table's history."""
     newest = (
         select(func.max(tickers.c.ts))
-        .where(tickers.c.exchange == instruments.c.exchange, tickers.c.symbol == instruments.c.symbol)
+        .where(tickers.c.exchange == instruments.c.exchange)
+        .where(tickers.c.symbol == instruments.c.symbol)
         .scalar_subquery()
     )
-    known = select(instruments.c.symbol, newest.label("ts")).where(instruments.c.exchange == exchange).subquery()
-    query = select(tickers).join(
-        known,
-        and_(tickers.c.exchange == exchange, tickers.c.symbol == known.c.symbol, tickers.c.ts == known.c.ts),
+    known = (
+        select(instruments.c.symbol, newest.label("ts"))
+        .where(instruments.c.exchange == exchange)
+        .subquery()
     )
+    key = and_(
+        tickers.c.exchange == exchange,
+        tickers.c.symbol == known.c.symbol,
+        tickers.c.ts == known.c.ts,
+    )
+    query = select(tickers).join(known, key)
     return list((await conn.execute(query)).all())
 
 
@@ -58,7 +65,9 @@ async def ticker_window(
     return list((await conn.execute(query)).all())
 
 
-async def daily_funding(conn: AsyncConnection, exchange: str, since: datetime, until: datetime) -> list[Row]:
+async def daily_funding(
+    conn: AsyncConnection, exchange: str, since: datetime, until: datetime
+) -> list[Row]:
     """Observed funding of ``exchange`` per symbol and UTC day for ``since <= ts < until``:
     rows ``(symbol, day 'YYYY-MM-DD', observations, mean_rate, min_rate, max_rate)``, rates as a
     fraction per funding interval, ordered by symbol and day."""
@@ -71,8 +80,12 @@ async def daily_funding(conn: AsyncConnection, exchange: str, since: datetime, u
     rate = funding_rates.c.funding_rate
     query = (
         select(
-            funding_rates.c.symbol, day, func.count().label("observations"),
-            func.avg(rate).label("mean_rate"), func.min(rate).label("min_rate"), func.max(rate).label("max_rate"),
+            funding_rates.c.symbol,
+            day,
+            func.count().label("observations"),
+            func.avg(rate).label("mean_rate"),
+            func.min(rate).label("min_rate"),
+            func.max(rate).label("max_rate"),
         )
         .where(funding_rates.c.exchange == exchange, ts >= since, ts < until)
         .group_by(funding_rates.c.symbol, day)
