@@ -1,7 +1,8 @@
 """Collection cycle and worker memory, against emulated venues with a latency per request.
 
 The cycle itself (the collect-tickers flow) is orchestration, which this package must not import:
-the caller injects it. ``collection_cycle(run, ...)`` starts the emulator, calls ``await
+the caller injects it. ``collection_cycle(run, ...)`` starts the emulator (its own process),
+calls ``await
 run(env)`` once, where ``env`` holds the ``PERPFLOW_*`` variables pointing a collection at the
 emulated venues and the workload database, and compares the wall time with the physical floor:
 the slowest venue's pure request time, read from the emulator's request log (per venue, the
@@ -16,48 +17,75 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from perpflow.bench.figures import LOWER, Figure, compared
-from perpflow.emulator import FORMATS, EmulatorServer, GeneratedVenue
+from perpflow.emulator import FORMATS
 from perpflow.emulator.requestlog import RequestRecord
 
 RSS_BUDGET_MB = 400.0
 WORKER_TIMEOUT_S = 900
 MB = 1024 * 1024
+CONTROL_TIMEOUT_S = 30
 
 CycleRunner = Callable[[dict[str, str]], Awaitable[list[dict[str, Any]]]]
 
 
-@contextmanager
-def emulated_venues(
-    venues: int, symbols: int, latency_ms: float
-) -> Iterator[tuple[EmulatorServer, list[dict]]]:
-    """An emulator (own thread) with ``venues`` generated venues named ``<format>-<nn>``, the
-    formats in turn, each listing ``symbols`` perpetuals and answering after ``latency_ms``;
-    yields the server and the venue entries for ``PERPFLOW_EXCHANGES``."""
-    formats = sorted(FORMATS)
-    names = [
-        (f"{formats[i % len(formats)]}-{i:02d}", formats[i % len(formats)]) for i in range(venues)
-    ]
-    server = EmulatorServer(
-        [GeneratedVenue(name, fmt, symbols=symbols) for name, fmt in names],
-        log_size=max(10_000, 20 * venues),
-    )
-    server.set_latency(latency_ms)
-    with server.running_in_thread():
-        configs = [
+class EmulatorProcess:
+    """A ``python -m perpflow.emulator`` process serving generated venues on a free loopback
+    port (its own process, like a real exchange, so its work does not compete with the measured
+    run for this interpreter). ``base_url``; ``venues``: entries for ``PERPFLOW_EXCHANGES``."""
+
+    def __init__(self, process: subprocess.Popen, announced: dict, names: list[tuple[str, str]]):
+        self.process = process
+        self.base_url: str = announced["base_url"]
+        self.venues = [
             {
                 "id": fmt,
                 "name": name,
-                "api_url": server.venue_base_url(name),
+                "api_url": announced["venues"][name],
                 "ccxt_config": {"enableRateLimit": False},
             }
             for name, fmt in names
         ]
-        yield server, configs
+
+    def _control(self, method: str, resource: str) -> dict:
+        request = urllib.request.Request(f"{self.base_url}/_emulator/{resource}", method=method)
+        with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_S) as answer:
+            return json.load(answer)
+
+    def clear_requests(self) -> None:
+        """Forget the requests answered so far."""
+        self._control("DELETE", "requests")
+
+    def requests(self) -> list[RequestRecord]:
+        """The requests answered since the last ``clear_requests`` (at most the log's size)."""
+        return [RequestRecord(**r) for r in self._control("GET", "requests")["requests"]]
+
+
+@contextmanager
+def emulated_venues(venues: int, symbols: int, latency_ms: float) -> Iterator[EmulatorProcess]:
+    """An emulator process with ``venues`` generated venues named ``<format>-<nn>``, the formats
+    in turn, each listing ``symbols`` perpetuals and answering after ``latency_ms``; stopped on
+    exit. Raises ``RuntimeError`` with its error output when it does not start."""
+    formats = sorted(FORMATS)
+    names = [(f"{formats[i % 3]}-{i:02d}", formats[i % 3]) for i in range(venues)]
+    command = [
+        sys.executable, "-m", "perpflow.emulator", "--port", "0", "--symbols", str(symbols),
+        "--latency-ms", str(latency_ms), "--venues", ",".join(f"{n}={f}" for n, f in names),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"emulator did not start: {process.stderr.read()[-2000:]}")
+        yield EmulatorProcess(process, json.loads(line), names)
+    finally:
+        process.terminate()
+        process.communicate(timeout=CONTROL_TIMEOUT_S)
 
 
 def cycle_environment(configs: list[dict], database_url: str) -> dict[str, str]:
@@ -95,12 +123,12 @@ async def collection_cycle(
     step did not end ``ok`` or stored nothing.
     """
     label = f"cycle.{venues}x{symbols}"
-    with emulated_venues(venues, symbols, latency_ms) as (server, configs):
-        server.requests.clear()
+    with emulated_venues(venues, symbols, latency_ms) as emulator:
+        emulator.clear_requests()
         started = time.perf_counter()
-        ledger = await run(cycle_environment(configs, database_url))
+        ledger = await run(cycle_environment(emulator.venues, database_url))
         wall = (time.perf_counter() - started) * 1000
-        floor = request_floor_ms(server.requests.records())
+        floor = request_floor_ms(emulator.requests())
     failed = [row for row in ledger if row["status"] != "ok" or not row["received"]]
     if failed or len(ledger) != venues:
         raise RuntimeError(

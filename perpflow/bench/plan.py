@@ -129,8 +129,8 @@ async def measure(
             raise ValueError(
                 "benchmark 'memory' runs a collection flow: use the run-benchmarks flow"
             )
-        with cycle.emulated_venues(3, options.symbols, options.latency_ms) as (_, configs):
-            env = {**worker.env, **cycle.cycle_environment(configs, options.workload_url)}
+        with cycle.emulated_venues(3, options.symbols, options.latency_ms) as emulator:
+            env = {**worker.env, **cycle.cycle_environment(emulator.venues, options.workload_url)}
             return await asyncio.to_thread(cycle.worker_rss, worker.target, env)
     engine = create_engine(options.workload_url)
     try:
