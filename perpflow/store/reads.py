@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import Row, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.store.schema import funding_history, funding_rates, instruments, quarantine, tickers
@@ -29,25 +29,30 @@ async def stored_summary(engine: AsyncEngine) -> list[dict[str, Any]]:
 async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
     """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers`` columns).
 
-    One index probe per instrument (``max(ts)`` per known symbol, then the row by its key), so its
-    cost grows with the venue's instruments, not with the table's history."""
-    newest = (
-        select(func.max(tickers.c.ts))
-        .where(tickers.c.exchange == instruments.c.exchange)
-        .where(tickers.c.symbol == instruments.c.symbol)
-        .scalar_subquery()
-    )
-    known = (
-        select(instruments.c.symbol, newest.label("ts"))
-        .where(instruments.c.exchange == exchange)
-        .subquery()
-    )
-    key = and_(
-        tickers.c.exchange == exchange,
-        tickers.c.symbol == known.c.symbol,
-        tickers.c.ts == known.c.ts,
-    )
-    query = select(tickers).join(known, key)
+    One index probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first ``LIMIT 1``;
+    SQLite: ``max(ts)`` per symbol, then the row by its key), so its cost grows with the venue's
+    instruments, not with the table's history."""
+    mine = (tickers.c.exchange == instruments.c.exchange, tickers.c.symbol == instruments.c.symbol)
+    if conn.dialect.name == "postgresql":
+        newest = select(tickers).where(*mine).order_by(tickers.c.ts.desc()).limit(1).lateral()
+        query = (
+            select(newest)
+            .select_from(instruments.join(newest, true()))
+            .where(instruments.c.exchange == exchange)
+        )
+    else:
+        latest = select(func.max(tickers.c.ts)).where(*mine).scalar_subquery()
+        known = (
+            select(instruments.c.symbol, latest.label("ts"))
+            .where(instruments.c.exchange == exchange)
+            .subquery()
+        )
+        key = and_(
+            tickers.c.exchange == exchange,
+            tickers.c.symbol == known.c.symbol,
+            tickers.c.ts == known.c.ts,
+        )
+        query = select(tickers).join(known, key)
     return list((await conn.execute(query)).all())
 
 
