@@ -177,6 +177,7 @@ async def test_a_previous_much_faster_run_flags_a_regression(tmp_path, monkeypat
     assert flagged["status"] == "regression" and flagged["previous"] == 100.0
     assert flagged["change_pct"] < -50
     assert verdicts["ingest.sqlite.store.bulk600"]["status"] == "new"
+    assert verdicts["ingest.sqlite.raw_executemany.batch100"]["status"] == "yardstick"
     stored = await _stored(url)
     assert {name for name, row in stored.items() if row.regression} == {
         "ingest.sqlite.store.batch100"
@@ -235,6 +236,8 @@ def test_judge_compares_ratios_in_the_right_direction_and_percentiles():
     assert [v.regression for v in verdicts] == [True, True]
     assert verdicts[0].reference == 0.9 and verdicts[1].change == pytest.approx(-2.0)
     assert not judge([faster], {"x": [0.6]}, 0.25)[0].regression
+    raw = Figure("raw", 1.0, "rows/s", HIGHER, yardstick=True)
+    assert judge([raw], {"raw": [100.0]}, 0.25)[0].status == "yardstick"
     assert Figure("m", 500.0, "MB", LOWER, budget=400.0).over_budget
     with pytest.raises(ValueError, match="regression_margin"):
         judge([faster], {}, 1.5)

@@ -135,7 +135,7 @@ async def collection_cycle(
             f"{label}: {len(ledger)} ledger rows for {venues} venues; not ok: {failed}"
         )
     note = f"{latency_ms:g} ms latency per request; {sum(r['stored'] for r in ledger)} rows stored"
-    floor_figure = Figure(f"{label}.floor", floor, "ms", LOWER, note=note)
+    floor_figure = Figure(f"{label}.floor", floor, "ms", LOWER, note=note, yardstick=True)
     return [
         compared(Figure(f"{label}.wall", wall, "ms", LOWER, note=note), floor_figure),
         floor_figure,

@@ -26,7 +26,9 @@ class Figure:
     it is compared with, ``ratio`` = value / baseline value; ``better``: ``'higher'`` or
     ``'lower'`` (for the ratio when there is one, else for the value); ``budget``: the value's
     limit, if the product sets one (in ``unit``); ``database``: server version of the database the
-    figure was measured on (``PostgreSQL 15.2``, ``SQLite 3.40.1``), empty for none.
+    figure was measured on (``PostgreSQL 15.2``, ``SQLite 3.40.1``), empty for none;
+    ``yardstick``: a baseline or another way measured for comparison, not the product's own
+    figure (shown, never flagged as a regression).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Figure:
     budget: float | None = None
     database: str = ""
     note: str = ""
+    yardstick: bool = False
 
     def as_row(self) -> dict[str, Any]:
         """The figure as a plain dict (column -> value)."""

@@ -246,6 +246,7 @@ async def postgresql_ingest(
                 "rows/s",
                 HIGHER,
                 database=version,
+                yardstick=way not in ("store", "store_duplicates"),
             )
             for way, spent in seconds.items()
         }
@@ -302,6 +303,7 @@ async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]
                     "rows/s",
                     HIGHER,
                     database=version,
+                    yardstick=True,
                 )
                 store = Figure(
                     f"ingest.sqlite.store.{label}",

@@ -35,11 +35,14 @@ class Verdict:
 
     @property
     def status(self) -> str:
-        """``regression``, ``over budget``, ``new`` (no history) or ``ok``."""
+        """``regression``, ``over budget``, ``yardstick`` (a baseline or comparison, never
+        flagged), ``new`` (no history) or ``ok``."""
         if self.regression:
             return "regression"
         if self.figure.over_budget:
             return "over budget"
+        if self.figure.yardstick:
+            return "yardstick"
         return "new" if self.reference is None else "ok"
 
     def as_row(self) -> dict[str, Any]:
@@ -88,7 +91,8 @@ async def history(
 
 
 def judge(figures: list[Figure], earlier: dict[str, list[float]], margin: float) -> list[Verdict]:
-    """A verdict per figure against the median of its ``earlier`` quantities. Raises
+    """A verdict per figure against the median of its ``earlier`` quantities (yardsticks are
+    compared but never flagged). Raises
     ``ValueError`` for a margin outside (0, 1)."""
     if not 0 < margin < 1:
         raise ValueError(f"regression_margin={margin!r}: expected a fraction between 0 and 1")
@@ -102,7 +106,8 @@ def judge(figures: list[Figure], earlier: dict[str, list[float]], margin: float)
         now = compared_quantity(figure)
         sign = 1 if figure.better == HIGHER else -1
         change = sign * (now / reference - 1) if reference else None
-        verdicts.append(Verdict(figure, reference, change, change is not None and change < -margin))
+        worse = change is not None and change < -margin and not figure.yardstick
+        verdicts.append(Verdict(figure, reference, change, worse))
     return verdicts
 
 
@@ -113,7 +118,7 @@ async def record(
     rows = [
         {
             "run_id": run_id,
-            **{k: v for k, v in v_.figure.as_row().items() if k != "database"},
+            **{k: v for k, v in v_.figure.as_row().items() if k not in ("database", "yardstick")},
             "regression": v_.regression,
             "cores": machine.cores,
             "memory_bytes": machine.memory_bytes,
