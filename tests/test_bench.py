@@ -16,6 +16,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
 )
 from prefect.client.schemas.sorting import ArtifactSort
+from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 
 from flows.run_benchmarks import run_benchmarks
@@ -28,7 +29,14 @@ from perpflow.bench.results import judge
 from perpflow.emulator.requestlog import RequestRecord
 from perpflow.store import benchmark_results, create_engine, init_schema
 from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
-from tests.test_flows import prefect_server  # noqa: F401 - the session's Prefect API
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    """A temporary Prefect API for this module's flow runs (stopped before other modules')."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
 
 SMALL = {
     "ingest_rows": 600,
