@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/perpflow.sqlite"
+DEFAULT_BENCH_DATABASE_URL = "sqlite+aiosqlite:///data/bench.sqlite"
 
 
 def check_database_url(url: str) -> str:
@@ -203,7 +204,16 @@ class Settings(BaseSettings):
         15, gt=0, description="alert when a collector has not completed for this long"
     )
 
-    @field_validator("database_url")
+    # run-benchmarks
+    bench_database_url: SecretStr = Field(
+        SecretStr(DEFAULT_BENCH_DATABASE_URL),
+        description="scratch database the benchmarks fill and empty (never the market database)",
+    )
+    bench_regression_margin: float = Field(
+        0.25, gt=0, lt=1, description="a figure worse than its recent median by more than this fraction is flagged"
+    )
+
+    @field_validator("database_url", "bench_database_url")
     @classmethod
     def _supported_url(cls, value: SecretStr) -> SecretStr:
         check_database_url(value.get_secret_value())

@@ -12,6 +12,7 @@ from perpflow.store import (
     collection_ledger,
     funding_history,
     funding_watermarks,
+    insert_new,
     instruments,
     quarantine,
     set_funding_intervals,
@@ -83,3 +84,14 @@ async def test_instruments_keep_first_seen_and_watermarks_follow_history(engine)
     marks = await funding_watermarks(engine, "venue")
     assert marks[SYMBOLS[0]] == (ms_to_datetime(NOW), 4.0)
     assert marks[SYMBOLS[1]] == (None, None)
+
+
+async def test_partly_stored_batch_counts_only_new_rows_and_keeps_earlier_work(engine):
+    batch = ticker_rows("venue", _tickers(), SYMBOLS, NOW, "r1")
+    await store_batch(engine, tickers, ticker_rows("venue", _tickers(), SYMBOLS[:100], NOW, "r0"), _entry("r0"))
+    async with engine.begin() as conn:
+        await conn.execute(quarantine.insert(), batch.quarantine)  # work done before in the transaction
+        stored = await insert_new(conn, tickers, batch.rows + batch.rows[:5])  # keys repeated too
+    assert stored == 599 - 99
+    assert await _count(engine, tickers) == 599
+    assert await _count(engine, quarantine) == 2

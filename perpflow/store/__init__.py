@@ -7,9 +7,10 @@ from perpflow.store.monitoring import (
     write_health_snapshot,
     write_quality_results,
 )
-from perpflow.store.reads import stored_summary
+from perpflow.store.reads import daily_funding, latest_tickers, stored_summary, ticker_window
 from perpflow.store.schema import (
     MARKET_DATA,
+    benchmark_results,
     collection_ledger,
     funding_gaps,
     funding_history,
@@ -37,8 +38,10 @@ __all__ = [
     "LedgerEntry",
     "StoreResult",
     "as_gap",
+    "benchmark_results",
     "collection_ledger",
     "create_engine",
+    "daily_funding",
     "funding_gaps",
     "funding_history",
     "funding_rates",
@@ -47,6 +50,7 @@ __all__ = [
     "init_schema",
     "insert_new",
     "instruments",
+    "latest_tickers",
     "metadata",
     "previous_health_status",
     "quality_results",
@@ -60,6 +64,7 @@ __all__ = [
     "settlements",
     "store_batch",
     "stored_summary",
+    "ticker_window",
     "tickers",
     "upsert_instruments",
     "write_health_snapshot",

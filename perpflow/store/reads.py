@@ -1,11 +1,12 @@
-"""Read-side helpers: what is stored, per venue."""
+"""Read-side helpers: what is stored, per venue; the standard reads of market data."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Row, and_, func, select, true
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.store.schema import funding_history, funding_rates, instruments, quarantine, tickers
 
@@ -23,3 +24,76 @@ async def stored_summary(engine: AsyncEngine) -> list[dict[str, Any]]:
                 row = summary.setdefault(exchange, {"exchange": exchange} | {t.name: 0 for t in COUNTED})
                 row[table.name] = count
     return [summary[name] for name in sorted(summary)]
+
+
+async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
+    """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers`` columns).
+
+    One index probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first ``LIMIT 1``;
+    SQLite: ``max(ts)`` per symbol, then the row by its key), so its cost grows with the venue's
+    instruments, not with the table's history."""
+    mine = (tickers.c.exchange == instruments.c.exchange, tickers.c.symbol == instruments.c.symbol)
+    if conn.dialect.name == "postgresql":
+        newest = select(tickers).where(*mine).order_by(tickers.c.ts.desc()).limit(1).lateral()
+        query = (
+            select(newest)
+            .select_from(instruments.join(newest, true()))
+            .where(instruments.c.exchange == exchange)
+        )
+    else:
+        latest = select(func.max(tickers.c.ts)).where(*mine).scalar_subquery()
+        known = (
+            select(instruments.c.symbol, latest.label("ts"))
+            .where(instruments.c.exchange == exchange)
+            .subquery()
+        )
+        key = and_(
+            tickers.c.exchange == exchange,
+            tickers.c.symbol == known.c.symbol,
+            tickers.c.ts == known.c.ts,
+        )
+        query = select(tickers).join(known, key)
+    return list((await conn.execute(query)).all())
+
+
+async def ticker_window(
+    conn: AsyncConnection, exchange: str, symbol: str, since: datetime, until: datetime
+) -> list[Row]:
+    """``symbol``'s ticker rows on ``exchange`` with ``since <= ts < until`` (tz-aware UTC), oldest
+    first."""
+    query = (
+        select(tickers)
+        .where(tickers.c.exchange == exchange, tickers.c.symbol == symbol)
+        .where(tickers.c.ts >= since, tickers.c.ts < until)
+        .order_by(tickers.c.ts)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def daily_funding(
+    conn: AsyncConnection, exchange: str, since: datetime, until: datetime
+) -> list[Row]:
+    """Observed funding of ``exchange`` per symbol and UTC day for ``since <= ts < until``:
+    rows ``(symbol, day 'YYYY-MM-DD', observations, mean_rate, min_rate, max_rate)``, rates as a
+    fraction per funding interval, ordered by symbol and day."""
+    ts = funding_rates.c.ts
+    if conn.dialect.name == "postgresql":
+        day = func.to_char(func.timezone("UTC", ts), "YYYY-MM-DD")
+    else:  # stored as UTC text
+        day = func.strftime("%Y-%m-%d", ts)
+    day = day.label("day")
+    rate = funding_rates.c.funding_rate
+    query = (
+        select(
+            funding_rates.c.symbol,
+            day,
+            func.count().label("observations"),
+            func.avg(rate).label("mean_rate"),
+            func.min(rate).label("min_rate"),
+            func.max(rate).label("max_rate"),
+        )
+        .where(funding_rates.c.exchange == exchange, ts >= since, ts < until)
+        .group_by(funding_rates.c.symbol, day)
+        .order_by(funding_rates.c.symbol, day)
+    )
+    return list((await conn.execute(query)).all())

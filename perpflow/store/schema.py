@@ -224,3 +224,28 @@ health_snapshots = Table(
     Column("detail", Text),
     _ts("taken_at", nullable=False),
 )
+
+
+# -- benchmark runs (run-benchmarks) -----------------------------------------------------------
+# One row per measured figure of a run: value in unit (rows/s, ms, us, MB), the same run's
+# baseline figure and value/baseline ratio, budget, whether it was flagged as a regression against
+# earlier runs, and the machine it was measured on (logical cores, RAM bytes, Python, DB server).
+benchmark_results = Table(
+    "benchmark_results",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("better", String(8), nullable=False),
+    Column("baseline", String(128)),
+    Column("ratio", Float),
+    Column("budget", Float),
+    Column("regression", Boolean, nullable=False),
+    Column("note", Text),
+    Column("cores", Integer, nullable=False),
+    Column("memory_bytes", BigInteger, nullable=False),
+    Column("python", String(32), nullable=False),
+    Column("db_server", String(64), nullable=False),
+    _ts("recorded_at", nullable=False),
+)
