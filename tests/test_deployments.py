@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from perpflow.emulator import EmulatorServer, GeneratedVenue
@@ -259,8 +260,9 @@ def test_setup_deploy_and_two_workers(stack):
     for name, run in states.items():
         assert run.state.is_completed(), f"{name}: {run.state}\n" + "\n".join(w.tail() for w in workers)
 
-    # One run on each worker (each takes one run at a time).
-    picked = {str(run_id): [w.name for w in workers if str(run_id) in w.output()] for run_id in runs.values()}
+    # One run on each worker (each takes one run at a time); a run's process logs its URL.
+    picked = {str(run_id): [w.name for w in workers if re.search(f"View at .*{run_id}", w.output())]
+              for run_id in runs.values()}
     assert sorted(sum(picked.values(), [])) == ["worker-1", "worker-2"], picked
 
     stored = {table.name: await_rows(stack["database_url"], table)
@@ -289,6 +291,13 @@ def run_id_ok(rows, runs) -> bool:
 
 def test_serve_registers_every_deployment_and_runs_a_triggered_run(stack):
     env = stack["env"]
+    # Serving replaces the pool's workers: stop them and remove the pool's deployments first.
+    for process in stack["processes"]:
+        if process.name.startswith("worker-"):
+            process.stop()
+    for name in DEPLOYMENTS:
+        run_cli(env, str(BIN / "prefect"), "deployment", "delete", name)
+    started = datetime.now(UTC)
     served = start(stack, "serve", str(BIN / "python"), "-m", "deployments.serve")
 
     def registered():
@@ -296,9 +305,9 @@ def test_serve_registers_every_deployment_and_runs_a_triggered_run(stack):
             return [await client.read_deployment_by_name(name) for name in DEPLOYMENTS]
         try:
             deployments = api(env, read)
-        except Exception:  # noqa: BLE001 - not registered yet
+        except ObjectNotFound:
             return None
-        return deployments if all(d.work_pool_name is None for d in deployments) else None
+        return deployments if all(d.updated >= started for d in deployments) else None
     deployments = wait_until(registered, "serve to register the deployments", [served])
     for deployment, (name, seconds) in zip(deployments, DEPLOYMENTS.items(), strict=True):
         (schedule,) = deployment.schedules
