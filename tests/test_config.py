@@ -48,10 +48,8 @@ def test_malformed_database_url_is_refused_without_leaking_password(monkeypatch,
     assert "topsecret" not in _error_text(exc_info)
 
 
-@pytest.mark.parametrize(
-    "name", ["PERPFLOW_TICKER_INTERVAL_SECONDS", "PERPFLOW_FUNDING_INTERVAL_SECONDS"]
-)
-def test_non_positive_interval_is_refused(monkeypatch, name):
+@pytest.mark.parametrize("name", ["PERPFLOW_FUNDING_HISTORY_LOOKBACK_DAYS", "PERPFLOW_DASK_WORKERS"])
+def test_non_positive_value_is_refused(monkeypatch, name):
     monkeypatch.setenv(name, "0")
     with pytest.raises(ConfigError) as exc_info:
         load_settings()
