@@ -22,9 +22,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Schedule
 
-from deployments.steps import PROJECT_ROOT
+from deployments.steps import PREFECT_YAML, PROJECT_ROOT
 
-PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 SCHEDULE_KEYS = {"cron", "interval", "rrule", "timezone", "day_or", "active", "parameters", "slug"}
 
 

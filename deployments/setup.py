@@ -33,7 +33,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
 from blocks import ExchangeBlock, MarketDatabase
-from deployments.serve import PREFECT_YAML
+from deployments.steps import PREFECT_YAML
 from perpflow.exchanges import requests_per_second
 from perpflow.settings import ExchangeConfig, Settings, load_settings
 from tasks.exchange import rate_limit_name

@@ -8,6 +8,7 @@ from pathlib import Path
 import flows
 
 PROJECT_ROOT = Path(flows.__file__).resolve().parent.parent
+PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 
 
 def set_project_working_directory() -> dict[str, str]:

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from perpflow.store import create_engine, init_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 PG_ADMIN_DSN = os.environ.get("PERPFLOW_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect API (SQLite) for the flow runs of the session (one for all modules)."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 def shared_dir(*parts: str) -> Path:

@@ -3,19 +3,14 @@ in the flow's own process, exchange task runs recorded by Prefect."""
 
 from __future__ import annotations
 
+import pytest
+
 from flows.collect_tickers import collect_tickers
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.store import tickers
-from tests.test_flows import (  # noqa: F401 - prefect_server: the session's Prefect API
-    FROZEN_MS,
-    VENUES,
-    _task_runs,
-    by_venue,
-    configure,
-    fetch_all,
-    perpetuals,
-    prefect_server,
-)
+from tests.test_flows import FROZEN_MS, VENUES, _task_runs, by_venue, configure, fetch_all, perpetuals
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 async def test_collect_tickers_on_a_local_dask_cluster(tmp_path, monkeypatch):

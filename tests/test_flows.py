@@ -11,7 +11,6 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import select
 
 from flows.collect_tickers import collect_tickers
@@ -33,11 +32,7 @@ HOUR_MS = 3_600_000
 FROZEN_MS = (int(time.time() * 1000) // 1000) * 1000 - 1
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    """A temporary Prefect API (SQLite) for every flow run of the session."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def configure(monkeypatch, database_url: str, server: EmulatorServer, venues, **extra) -> None:

@@ -19,6 +19,8 @@ from perpflow.store import collection_ledger, funding_rates, instruments, quaran
 from tests.conftest import shared_dir
 from tests.test_flows import configure, fetch_all
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 VENUES = ("binanceusdm", "bybit", "okx")
 BTC = "BTC/USDT:USDT"
 
