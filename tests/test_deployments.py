@@ -39,7 +39,7 @@ from tests.conftest import ROOT
 from tests.test_flows import fetch_all
 
 VENUES = ("binanceusdm", "bybit", "okx")
-SYMBOLS = 8
+SYMBOLS = 12  # history paging alone sends 12 requests at once per venue when ungated
 RATE_LIMIT_MS = 250  # 4 requests per second per venue, across all workers
 BUDGET = 1000 / RATE_LIMIT_MS
 DEPLOYMENTS = {"collect-tickers/default": 60, "sweep-funding-rates/default": 300}
