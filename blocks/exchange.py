@@ -34,11 +34,13 @@ class ExchangeBlock(Block):
 
     def venue_fields(self) -> dict[str, Any]:
         """The block's values under the field names of ``perpflow.settings.ExchangeConfig``."""
-        values = self.model_dump(exclude={"exchange_id", "symbols", "block_type_slug"})
-        values.update(
-            id=self.exchange_id,
-            symbols=tuple(self.symbols),
-            api_key=self.api_key,
-            secret=self.secret,
-        )
-        return values
+        return {
+            "id": self.exchange_id,
+            "name": self.name,
+            "enabled": self.enabled,
+            "symbols": tuple(self.symbols),
+            "ccxt_config": self.ccxt_config,
+            "api_url": self.api_url,
+            "api_key": self.api_key,
+            "secret": self.secret,
+        }

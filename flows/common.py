@@ -3,24 +3,33 @@
 A venue step is: fetch (a retried task) -> store (rows, quarantine and ledger in one transaction).
 A step that still fails after its retries writes a ``failed`` ledger row and is reported; the other
 venues go on, and the flow run ends Failed once every venue is done.
+
+With ``PERPFLOW_DASK_ADDRESS`` set, the exchange tasks of the fan-out (fetch and parse, the CPU-heavy
+part) run on a Dask cluster through prefect-dask's ``DaskTaskRunner`` (one per flow run, closed with
+the run's scope); storing stays in the flow's process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prefect.artifacts import acreate_table_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.callables import get_call_parameters
+from prefect_dask import DaskTaskRunner
 from pydantic import SecretStr
 from sqlalchemy import Table
 
 from blocks import ExchangeBlock, MarketDatabase
 from perpflow.normalize import Batch, instrument_rows
+from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig, Settings, check_database_url, load_settings
 from perpflow.store import LedgerEntry
 from tasks.exchange import load_markets, retrying
@@ -54,8 +63,36 @@ class RunContext:
     venues: list[ExchangeConfig]
 
     def exchange_task(self, task_):
-        """``task_`` with the configured retry count and backoff for exchange calls."""
-        return retrying(task_, self.settings.exchange_retries, self.settings.retry_backoff_seconds)
+        """``task_`` with the configured retry count and backoff for exchange calls; awaited in
+        the flow's process, or on the run's Dask cluster when ``dask_address`` is set."""
+        configured = retrying(task_, self.settings.exchange_retries, self.settings.retry_backoff_seconds)
+        if not self.settings.dask_address:
+            return configured
+        return partial(_on_dask, self.settings, configured)
+
+
+def _start_dask_runner(settings: Settings) -> DaskTaskRunner:
+    if settings.dask_address == "local":
+        runner = DaskTaskRunner(
+            cluster_kwargs={"n_workers": settings.dask_workers, "dashboard_address": None}
+        )
+    else:
+        runner = DaskTaskRunner(address=settings.dask_address)
+    return runner.__enter__()
+
+
+async def _stop_dask_runner(runner: DaskTaskRunner) -> None:
+    await asyncio.to_thread(runner.__exit__, None, None, None)
+
+
+async def _on_dask(settings: Settings, task_, *args: Any, **kwargs: Any) -> Any:
+    """Run ``task_(*args, **kwargs)`` on the run's Dask cluster and return its result (or raise
+    its exception once its retries are spent)."""
+    start = partial(_start_dask_runner, settings)
+    async with borrow(f"dask:{settings.dask_address}", start, _stop_dask_runner) as runner:
+        parameters = get_call_parameters(task_.fn, args, kwargs)
+        future = await asyncio.to_thread(runner.submit, task_, parameters)
+        return await asyncio.to_thread(future.result)
 
 
 async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunContext:

@@ -7,12 +7,13 @@ that ccxt's unified API and its rate limiter are the only exchange client the pr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import fnmatch
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -202,12 +203,41 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
-    """A new ccxt async client for ``venue`` (rate limiter on; caller must ``close()`` it).
+RequestHook = Callable[[], Awaitable[None]]
+_before_request: contextvars.ContextVar[RequestHook | None] = contextvars.ContextVar(
+    "perpflow_before_request", default=None
+)
 
-    Config is the venue capability's defaults, then ``venue.ccxt_config``, then credentials;
-    with ``venue.api_url`` every ``urls['api']`` entry is rewritten to it.
-    """
+
+@contextmanager
+def before_each_request(hook: RequestHook | None) -> Iterator[None]:
+    """Within the block, every HTTP request a client of ``build_client`` sends (ccxt's
+    ``fetch``: one per request, history pages and ccxt's own retries included) first awaits
+    ``hook()``, e.g. a shared rate limit across processes. ``None`` adds nothing. The hook is
+    taken from the calling context, so a client shared by several callers paces each with its
+    own hook."""
+    token = _before_request.set(hook)
+    try:
+        yield
+    finally:
+        _before_request.reset(token)
+
+
+def _gate_requests(client: ccxt_async.Exchange) -> None:
+    """Make ``client``'s HTTP requests await the current ``before_each_request`` hook."""
+    send = client.fetch
+
+    async def fetch(url, method="GET", headers=None, body=None):
+        hook = _before_request.get()
+        if hook is not None:
+            await hook()
+        return await send(url, method, headers, body)
+
+    client.fetch = fetch
+
+
+def _client_config(venue: ExchangeConfig) -> dict[str, Any]:
+    """ccxt constructor config: capability defaults, then ``venue.ccxt_config``, then keys."""
     config = _merge(
         {"enableRateLimit": True, "enableLastJsonResponse": True}, capability(venue.id).ccxt_config
     )
@@ -216,10 +246,28 @@ def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
         config["apiKey"] = venue.api_key.get_secret_value()
     if venue.secret is not None:
         config["secret"] = venue.secret.get_secret_value()
-    client = getattr(ccxt_async, venue.id)(config)
+    return config
+
+
+def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
+    """A new ccxt async client for ``venue`` (rate limiter on; caller must ``close()`` it).
+
+    Config is the venue capability's defaults, then ``venue.ccxt_config``, then credentials;
+    with ``venue.api_url`` every ``urls['api']`` entry is rewritten to it. Each HTTP request
+    first awaits the hook of ``before_each_request`` when one is set.
+    """
+    client = getattr(ccxt_async, venue.id)(_client_config(venue))
     if venue.api_url:
         client.urls["api"] = rewrite_api_urls(client.urls["api"], venue.api_url)
+    _gate_requests(client)
     return client
+
+
+def requests_per_second(venue: ExchangeConfig) -> float:
+    """The venue's request budget in requests per second, from ccxt's ``rateLimit`` (ms between
+    requests: the ccxt class default, or ``rateLimit`` in ``venue.ccxt_config``); the same
+    figure ccxt's own throttler paces one client by."""
+    return 1000.0 / float(getattr(ccxt, venue.id)(_client_config(venue)).rateLimit)
 
 
 def exchange_client(venue: ExchangeConfig) -> AbstractAsyncContextManager[ccxt_async.Exchange]:

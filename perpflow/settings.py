@@ -112,8 +112,13 @@ class Settings(BaseSettings):
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     exchanges: list[ExchangeConfig] = Field(default_factory=default_exchanges)
     funding_history_lookback_days: float = Field(7.0, gt=0)
-    ticker_interval_seconds: int = Field(60, gt=0)
-    funding_interval_seconds: int = Field(300, gt=0)
+    ticker_interval_seconds: int = Field(
+        60, gt=0, description="collect-tickers cadence that report-health's freshness expects "
+        "(the schedule itself is in prefect.yaml)"
+    )
+    funding_interval_seconds: int = Field(
+        300, gt=0, description="sweep-funding-rates cadence that report-health's freshness expects"
+    )
     exchange_retries: int = Field(4, ge=0, description="retries of a transient exchange failure")
     retry_backoff_seconds: float = Field(
         1.0, gt=0, description="first retry delay; doubles per retry, with jitter"
@@ -124,6 +129,13 @@ class Settings(BaseSettings):
     max_abs_funding_rate: float = Field(
         0.05, gt=0, description="|fundingRate| above this (fraction per interval) is quarantined"
     )
+    # Scale-out: the venue fan-out of the collection flows on a Dask cluster.
+    dask_address: str | None = Field(
+        None,
+        description="run the exchange tasks on Dask: 'local' (a new local cluster per flow run) "
+        "or a scheduler address such as tcp://10.0.0.5:8786; unset: in the flow's process",
+    )
+    dask_workers: int = Field(2, gt=0, description="worker processes of a 'local' Dask cluster")
 
     # maintain-database: statement bounds and decision thresholds (README "Database maintenance")
     maintenance_lock_timeout_seconds: float = Field(

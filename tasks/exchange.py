@@ -4,6 +4,11 @@ Retries use exponential backoff with jitter and run only for ``TransientExchange
 NetworkError family, translated once in ``perpflow.exchanges``); a bad symbol, an auth failure or
 a bad request fails at once. Market loading is cached for an hour per venue configuration; live
 fetches are never cached.
+
+Every HTTP request to a venue first takes a slot of the venue's global rate limit
+(``rate_limit_name``, created by ``python -m deployments.setup`` with the venue's request budget as
+its slot decay per second), so any number of workers together keep to the budget; where that
+limit does not exist the requests are paced by ccxt's own per-client throttler only.
 """
 
 from __future__ import annotations
@@ -11,11 +16,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.client.orchestration import get_client
+from prefect.concurrency.asyncio import rate_limit
+from prefect.exceptions import ObjectNotFound
 from prefect.tasks import exponential_backoff
 
 from perpflow import exchanges, normalize
@@ -45,6 +56,26 @@ RETRY_POLICY: dict[str, Any] = {
 }
 
 
+def rate_limit_name(label: str) -> str:
+    """Name of the global concurrency limit that paces the requests to venue ``label``."""
+    return f"exchange-requests:{label}"
+
+
+@asynccontextmanager
+async def venue_rate_limit(venue: ExchangeConfig) -> AsyncIterator[None]:
+    """Within the block, each request to ``venue`` first takes one slot of its global rate limit
+    (``prefect.concurrency.asyncio.rate_limit``), when that limit exists on the Prefect server."""
+    name = rate_limit_name(venue.label)
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+            hook = partial(rate_limit, name)
+        except ObjectNotFound:
+            hook = None
+    with exchanges.before_each_request(hook):
+        yield
+
+
 LIVE_FETCH: dict[str, Any] = {"cache_policy": NO_CACHE, "timeout_seconds": 120, **RETRY_POLICY}
 
 
@@ -67,7 +98,8 @@ async def load_markets(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
     """``{symbol: ccxt market}`` of ``venue``'s selected linear perpetuals (ccxt
     ``load_markets``: e.g. binance ``/fapi/v1/exchangeInfo``, bybit
     ``/v5/market/instruments-info``, okx ``/api/v5/public/instruments``); cached for 1 h."""
-    return await exchanges.load_perpetuals(venue)
+    async with venue_rate_limit(venue):
+        return await exchanges.load_perpetuals(venue)
 
 
 @task(
@@ -80,7 +112,8 @@ async def fetch_tickers(
 ) -> tuple[normalize.Batch, float]:
     """Fetch and normalize ``venue``'s tickers for ``markets``; returns (batch, latency ms)."""
     started = time.perf_counter()
-    tickers, received, unparsed = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
+    async with venue_rate_limit(venue):
+        tickers, received, unparsed = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
     latency = (time.perf_counter() - started) * 1000
     batch = normalize.ticker_rows(venue.label, tickers, list(markets), received, run_id, unparsed)
     return batch, latency
@@ -100,7 +133,10 @@ async def fetch_funding_rates(
 ) -> tuple[normalize.Batch, float]:
     """Fetch and normalize current/predicted funding rates; returns (batch, latency ms)."""
     started = time.perf_counter()
-    rates, received, unparsed = await exchanges.fetch_funding_rates(venue, markets, per_symbol_max)
+    async with venue_rate_limit(venue):
+        rates, received, unparsed = await exchanges.fetch_funding_rates(
+            venue, markets, per_symbol_max
+        )
     latency = (time.perf_counter() - started) * 1000
     batch = normalize.funding_rate_rows(
         venue.label, rates, list(markets), received, run_id, max_abs_rate, unparsed
@@ -136,7 +172,8 @@ async def fetch_funding_history(
                 request.interval_ms,
             )
 
-    pages = await asyncio.gather(*(one(request) for request in plan))
+    async with venue_rate_limit(venue):
+        pages = await asyncio.gather(*(one(request) for request in plan))
     received = exchanges.now_ms()
     batch = normalize.Batch(venue.label, "funding_history")
     for request, history in zip(plan, pages, strict=True):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from blocks import ExchangeBlock
 from perpflow.exchanges import build_client, rewrite_api_urls
-from perpflow.settings import ConfigError, ExchangeConfig, load_settings
+from perpflow.settings import ConfigError, ExchangeConfig, Settings, load_settings
+from tests.conftest import ROOT
 
 
 def _error_text(exc_info) -> str:
@@ -48,10 +50,8 @@ def test_malformed_database_url_is_refused_without_leaking_password(monkeypatch,
     assert "topsecret" not in _error_text(exc_info)
 
 
-@pytest.mark.parametrize(
-    "name", ["PERPFLOW_TICKER_INTERVAL_SECONDS", "PERPFLOW_FUNDING_INTERVAL_SECONDS"]
-)
-def test_non_positive_interval_is_refused(monkeypatch, name):
+@pytest.mark.parametrize("name", ["PERPFLOW_FUNDING_HISTORY_LOOKBACK_DAYS", "PERPFLOW_DASK_WORKERS"])
+def test_non_positive_value_is_refused(monkeypatch, name):
     monkeypatch.setenv(name, "0")
     with pytest.raises(ConfigError) as exc_info:
         load_settings()
@@ -91,3 +91,14 @@ def test_api_url_override_rewrites_every_endpoint_and_keeps_paths():
     assert rewrite_api_urls({"rest": "https://{hostname}"}, "http://h:1/okx/") == {"rest": "http://h:1/okx"}
     with pytest.raises(ValueError, match="api_url"):
         rewrite_api_urls("https://x", "ftp://nope")
+
+
+def test_freshness_cadence_defaults_match_the_deployment_schedules():
+    """report-health judges freshness by the collectors' cadence; prefect.yaml schedules them."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    intervals = {
+        d["entrypoint"].rsplit(":", 1)[1]: d["schedules"][0]["interval"] for d in spec["deployments"]
+    }
+    settings = Settings()
+    assert intervals["collect_tickers"] == settings.ticker_interval_seconds
+    assert intervals["sweep_funding_rates"] == settings.funding_interval_seconds

@@ -34,6 +34,8 @@ HOUR_MS = 3_600_000
 FROZEN_MS = (int(time.time() * 1000) // 1000) * 1000 - 1
 
 
+
+
 def configure(monkeypatch, database_url: str, server: EmulatorServer, venues, **extra) -> None:
     """Point the flows' settings at ``database_url`` and the emulator's ``venues``."""
     configs = [

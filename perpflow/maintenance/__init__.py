@@ -107,7 +107,9 @@ async def act(
             detail = await _run(conn, action, policy)
     except (DBAPIError, IntegrityCheckFailed, Busy) as exc:
         status = "timed_out" if isinstance(exc, Busy) or backend.is_timeout(exc) else "failed"
-        message = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+        orig = getattr(exc, "orig", None)  # the DB-API error; its cause is the driver's own
+        driver_error = getattr(orig, "__cause__", None) or orig or exc
+        message = (str(driver_error).splitlines() or [type(exc).__name__])[0]
         return Outcome(action, status, time.perf_counter() - started, message)
     return Outcome(action, "done", time.perf_counter() - started, detail)
 
