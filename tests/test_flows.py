@@ -3,9 +3,11 @@ into a real SQLite file and a real PostgreSQL database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
+import uuid
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -37,13 +39,19 @@ FROZEN_MS = (int(time.time() * 1000) // 1000) * 1000 - 1
 
 
 def configure(monkeypatch, database_url: str, server: EmulatorServer, venues, **extra) -> None:
-    """Point the flows' settings at ``database_url`` and the emulator's ``venues``."""
+    """Point the flows' settings at ``database_url`` and the emulator's ``venues``.
+
+    Each call's venue configs carry a fresh ``testRun`` attribute: the cached market list is keyed
+    by venue config, and a later emulator may reuse an earlier one's port with other markets."""
+    test_run = uuid.uuid4().hex
     configs = [
         {
             "id": server.venues[name].format if hasattr(server.venues[name], "format") else name,
             "name": name,
             "api_url": server.venue_base_url(name),
-            "ccxt_config": {**server.ccxt_config(name), "enableRateLimit": False},
+            "ccxt_config": {
+                **server.ccxt_config(name), "enableRateLimit": False, "testRun": test_run
+            },
             **extra.get(name, {}),
         }
         for name in venues
@@ -140,13 +148,20 @@ async def test_generated_market_end_to_end(generated_market, database_url, monke
     assert len(await fetch_all(database_url, funding_history)) == sum(map(len, stored_history.values()))
 
 
-async def _task_runs(flow_run_id):
+async def _task_runs(flow_run_id, timeout_s: float = 30.0):
+    """The flow run's task runs once the server shows each in a final state (task-run states
+    reach the server as events, written asynchronously after the flow run returns)."""
+    deadline = time.monotonic() + timeout_s
     async with get_client() as client:
-        return await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-            limit=200,
-        )
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            if all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
+                return runs
+            await asyncio.sleep(0.2)
 
 
 async def test_transient_503_is_retried_and_stored_once(tmp_path, monkeypatch):
@@ -174,6 +189,8 @@ async def test_a_venue_failing_every_time_fails_the_run_but_not_the_others(tmp_p
         server.fail("okx", "/api/v5/market/tickers", status=503, times=1000)
         state = await collect_tickers(return_state=True)
         counts = {name: len(perpetuals(server, name)) for name in VENUES}
+        tries = server.requests.counts()[("okx", "/api/v5/market/tickers")]
+    assert tries == 5  # first try + 4 retries
     assert state.is_failed()
     with pytest.raises(VenueStepsFailed, match="okx tickers"):
         await state.result()
