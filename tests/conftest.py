@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -57,16 +58,26 @@ async def _drop_pg_database(name: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def blank_database_url(request, tmp_path):
-    """A URL of an empty, real database of each dialect (no schema), removed afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'perpflow.sqlite'}"
+@asynccontextmanager
+async def scratch_database(dialect: str, tmp_path: Path, stem: str = "perpflow"):
+    """A URL of a new, empty database of ``dialect`` ('sqlite': a file ``<stem>.sqlite`` under
+    ``tmp_path``; 'postgresql': a fresh database on the test server, dropped afterwards)."""
+    if dialect == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / f'{stem}.sqlite'}"
         return
     name = await _create_pg_database()
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    yield f"{base}/{name}"
-    await _drop_pg_database(name)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await _drop_pg_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def blank_database_url(request, tmp_path):
+    """A URL of an empty, real database of each dialect (no schema), removed afterwards."""
+    async with scratch_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

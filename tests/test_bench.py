@@ -20,7 +20,7 @@ from perpflow.bench.results import judge
 from perpflow.emulator.requestlog import RequestRecord
 from perpflow.store import benchmark_results, create_engine, init_schema
 from tests.artifacts import run_artifacts
-from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
+from tests.conftest import scratch_database
 
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -40,13 +40,9 @@ SMALL = {
 @pytest.fixture
 async def workload_url(database_url, tmp_path):
     """A scratch database of the same dialect as ``database_url``."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite+aiosqlite:///{tmp_path / 'bench.sqlite'}"
-        return
-    name = await _create_pg_database()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    yield f"{base}/{name}"
-    await _drop_pg_database(name)
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    async with scratch_database(dialect, tmp_path, "bench") as url:
+        yield url
 
 
 async def _stored(url: str, run_id: str | None = None):

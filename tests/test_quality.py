@@ -25,7 +25,7 @@ from perpflow.quality import QualityWindow
 from perpflow.store import create_engine, funding_gaps, funding_history, quality_results, tickers
 from perpflow.store.partitions import ensure_partitions
 from tests.artifacts import run_artifacts, table
-from tests.conftest import PG_ADMIN_DSN, _create_pg_database, _drop_pg_database
+from tests.conftest import scratch_database
 from tests.test_flows import configure, fetch_all, perpetuals
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -77,30 +77,20 @@ async def collected(request, tmp_path_factory):
     """Three emulated venues x 12 perpetuals, listed 6 days ago, collected once (tickers,
     funding rates, 6 days of realized funding) into a fresh database; yields (url, server)."""
     tmp = tmp_path_factory.mktemp(f"quality-{request.param}")
-    name = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp / 'market.sqlite'}"
-    else:
-        name = await _create_pg_database()
-        url = (
-            PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-            + f"/{name}"
-        )
     listed = int((datetime.now(UTC) - 6 * DAY).timestamp() * 1000) // 86_400_000 * 86_400_000
     venues = [
         GeneratedVenue(v, v.split("-")[0], symbols=12, seed=5, listed_ms=listed) for v in VENUES
     ]
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        EmulatorServer(venues).running_in_thread() as server,
-    ):
-        configure(patch, url, server, VENUES)
-        patch.setenv("PERPFLOW_QUALITY_DIR", str(tmp / "quality"))
-        await collect_tickers()
-        await sweep_funding_rates()
-        yield url, server, tmp / "quality"
-    if name:
-        await _drop_pg_database(name)
+    async with scratch_database(request.param, tmp, "market") as url:
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            EmulatorServer(venues).running_in_thread() as server,
+        ):
+            configure(patch, url, server, VENUES)
+            patch.setenv("PERPFLOW_QUALITY_DIR", str(tmp / "quality"))
+            await collect_tickers()
+            await sweep_funding_rates()
+            yield url, server, tmp / "quality"
 
 
 async def _check(url: str):
