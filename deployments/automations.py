@@ -71,9 +71,12 @@ async def notification_block_id(reference: str, webhook_url: SecretStr | None = 
                 f"alert_block: no notification block {reference!r}; create it (Prefect UI or "
                 "code) or set PERPFLOW_ALERT_WEBHOOK_URL to create a custom-webhook block"
             ) from None
+        # The URL carries the webhook's token: keep it in the block's secret fields, which the
+        # block substitutes into ``url`` only when it sends.
         block = CustomWebhookNotificationBlock(
             name="perpflow alerts",
-            url=webhook_url.get_secret_value(),
+            url="{{webhook_url}}",
+            secrets={"webhook_url": webhook_url.get_secret_value()},
             json_data={"text": "{{subject}}\n{{body}}"},
         )
         await block.asave(name)

@@ -51,8 +51,10 @@ async def _venue(
         watermarks = await funding_watermarks(ctx.database_url, venue.label)
         lookback = int(settings.funding_history_lookback_days * DAY_MS)
         plan = plan_history(list(markets), watermarks, now_ms(), lookback)
-        loaded["gaps"] = await open_funding_gaps(ctx.database_url, venue.label)
-        plan += gap_requests([gap for gap in loaded["gaps"] if gap.symbol in markets])
+        # Only gaps of selected markets are fetched, so only those are resolved after the fetch.
+        gaps = await open_funding_gaps(ctx.database_url, venue.label)
+        loaded["gaps"] = [gap for gap in gaps if gap.symbol in markets]
+        plan += gap_requests(loaded["gaps"])
         # Long work: a first-sight lookback or a stale watermark (over a day), or gap windows.
         loaded["backfill"] = bool(loaded["gaps"]) or any(
             r.until_ms - r.since_ms > DAY_MS for r in plan

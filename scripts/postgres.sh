@@ -16,7 +16,10 @@ if ! as_root grep -q "perpflow-tests" "$hba"; then
   # Loopback-only trust for the test user, as on the development machines.
   as_root sed -i '1i host all all 127.0.0.1/32 trust # perpflow-tests\nhost all all ::1/128 trust # perpflow-tests' "$hba"
 fi
-as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+# Start it, or reload it if the package's install already started it (the trust lines above must
+# take effect either way).
+as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+  || as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
 for _ in $(seq 1 30); do ready && exit 0; sleep 1; done
 echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
 exit 1

@@ -3,7 +3,7 @@ the Prefect API (flow runs of the last day per deployment, else per flow)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,15 @@ def _record(run: FlowRun, names: dict, late_after: timedelta) -> health.RunRecor
     retry_delay_seconds=5,
 )
 async def read_run_history(since: datetime, late_seconds: float) -> list[health.RunRecord]:
-    """Flow runs expected to start since ``since`` (Prefect API, paged, at most 20 000), each
+    """Flow runs expected to start between ``since`` and now (Prefect API, paged, at most 20 000;
+    runs the scheduler has already made for the future are left out), each
     named by its deployment (else its flow); late when started more than ``late_seconds`` after
     its expected start, or in the Late state."""
     async with get_client() as client:
         runs: list[FlowRun] = []
-        window = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
+        window = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(
+            after_=since, before_=datetime.now(UTC)
+        ))
         while len(runs) < MAX_RUNS:
             page = await client.read_flow_runs(
                 flow_run_filter=window,

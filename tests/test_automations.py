@@ -51,7 +51,9 @@ async def test_setup_twice_creates_each_automation_once(monkeypatch, removed_aft
     assert sorted(a.name for a in found) == sorted(NAMES)
     by_name = {a.name: a for a in found}
     block = await CustomWebhookNotificationBlock.aload("perpflow-alerts-test")
-    assert block.url == hook.get_secret_value()
+    # The URL (with its token) is kept only in the block's secret fields.
+    assert block.url == "{{webhook_url}}"
+    assert block.secrets.get_secret_value() == {"webhook_url": hook.get_secret_value()}
     for automation in found:
         assert automation.enabled
         (action,) = automation.actions
