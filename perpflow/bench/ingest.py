@@ -1,8 +1,9 @@
 """Ingest throughput: the store's idempotent path against raw baselines measured in the same run.
 
 PostgreSQL: ``perpflow.store.insert_new`` (one transaction per batch, as ``store_batch`` runs it)
-against raw asyncpg ``COPY`` into an unconstrained table and a plain SQLAlchemy executemany
-``INSERT``, plus the other idempotent ways that were tried (COPY into a temporary staging table,
+against raw asyncpg ``COPY`` into an unconstrained table, a plain COPY into the keyed table itself
+(not idempotent: the ceiling the primary key leaves), a plain SQLAlchemy executemany ``INSERT``,
+plus the other idempotent ways that were tried (COPY into a temporary staging table,
 then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; with the staging table made per batch or
 once per connection). SQLite: ``insert_new`` against raw ``sqlite3`` executemany into an
 unconstrained table. Every figure is rows per second; ratios are against the raw baseline.
@@ -30,7 +31,7 @@ from perpflow.normalize import funding_rate_rows, ticker_rows
 from perpflow.store import create_engine, init_schema, insert_new, tickers
 from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.engine import SQLITE_PRAGMAS
-from perpflow.store.writes import _stage_insert
+from perpflow.store.writes import _stage_insert, copy_into, copy_records
 
 BATCH_ROWS = 500
 RAW_TABLE = "bench_raw_tickers"
@@ -93,11 +94,7 @@ async def copy_stage_reused(conn: AsyncConnection, table: Table, rows: list[dict
         )
     )
     made.add(stage)
-    columns = [c.name for c in table.columns]
-    raw = (await conn.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table(
-        stage, records=[tuple(row.get(c) for c in columns) for row in rows], columns=columns
-    )
+    await copy_into(conn, stage, *copy_records(table, rows))
     result = await conn.execute(
         text(
             f"INSERT INTO {table.name} ({_names(table)}) SELECT {_names(table)} FROM {stage} "
@@ -124,6 +121,14 @@ async def unnest_on_conflict(
     CONFLICT DO NOTHING`` with one array per column (one round trip, no staging table)."""
     params = tuple([row.get(c.name) for row in rows] for c in table.columns)
     return (await conn.exec_driver_sql(_unnest_sql(table), params)).rowcount
+
+
+async def copy_keyed(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """A plain COPY into the keyed table itself, not idempotent (a stored key fails the batch): what
+    the table's primary key, indexes and partition routing cost on their own, the ceiling of
+    every idempotent way into that table."""
+    await copy_into(conn, table.name, *copy_records(table, rows))
+    return len(rows)
 
 
 async def sqlalchemy_executemany(
@@ -177,7 +182,6 @@ async def _through(
 
 
 async def _raw_copy(dsn: str, chunks: list[list[dict[str, Any]]]) -> float:
-    columns = [c.name for c in tickers.columns]
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
@@ -185,11 +189,8 @@ async def _raw_copy(dsn: str, chunks: list[list[dict[str, Any]]]) -> float:
         clock = Clock()
         for chunk in chunks:
             with clock:
-                await conn.copy_records_to_table(
-                    RAW_TABLE,
-                    records=[tuple(r[c] for c in columns) for r in chunk],
-                    columns=columns,
-                )
+                columns, records = copy_records(tickers, chunk)  # as the store converts them
+                await conn.copy_records_to_table(RAW_TABLE, records=records, columns=columns)
         await conn.execute(f"DROP TABLE {RAW_TABLE}")
     finally:
         await conn.close()
@@ -209,7 +210,7 @@ async def postgresql_ingest(
 
     Figures ``ingest.postgresql.<way>.batch<N>`` and ``...bulk<rows>``; ways: ``raw_copy`` (the
     baseline), ``store`` (``insert_new``), ``store_duplicates`` (``insert_new`` sent the same rows
-    again), ``sqlalchemy_executemany`` and the alternatives in ``IDEMPOTENT_ALTERNATIVES``.
+    again), ``copy_keyed`` (the ceiling), ``sqlalchemy_executemany`` and the alternatives in ``IDEMPOTENT_ALTERNATIVES``.
     Raises ``RuntimeError`` if an idempotent way loses a row or counts a duplicate as new.
     """
     data = ticker_dicts(rows)
@@ -225,6 +226,7 @@ async def postgresql_ingest(
         "raw_copy": lambda chunks: _raw_copy(dsn, chunks),
         "store": lambda chunks: _through(engine, insert_new, chunks),
         "store_duplicates": store_duplicates,
+        "copy_keyed": lambda chunks: _through(engine, copy_keyed, chunks),
         "sqlalchemy_executemany": lambda chunks: _through(engine, sqlalchemy_executemany, chunks),
         **{
             way: (lambda chunks, w=writer: _through(engine, w, chunks))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -71,17 +72,32 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
     return (await conn.execute(select(func.total_changes()))).scalar_one() - before
 
 
+def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple]]:
+    """``(column names, one tuple per row in that order)`` of ``rows`` for a COPY into ``table``;
+    a column missing from a row is NULL. (``itemgetter`` when every row has every column: about
+    three times faster than a per-column ``dict.get``, which matters at 500 rows a batch.)"""
+    columns = [column.name for column in table.columns]
+    try:
+        return columns, list(map(itemgetter(*columns), rows))
+    except KeyError:
+        return columns, [tuple(map(row.get, columns)) for row in rows]
+
+
+async def copy_into(conn: AsyncConnection, name: str, columns: list[str], records: list[tuple]) -> None:
+    """Binary COPY of ``records`` into table ``name`` on ``conn``'s asyncpg connection (inside
+    whatever transaction ``conn`` has open)."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    await raw.copy_records_to_table(name, records=records, columns=columns)
+
+
 async def _copy_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
     """COPY ``rows`` into ``table`` after a savepoint (sent through SQLAlchemy, which opens the
     transaction first); on a duplicate key, roll back to it and stage instead. The savepoint is
     not released: COMMIT does that, and a round trip less per batch is measurably faster."""
-    columns = [column.name for column in table.columns]
-    raw = (await conn.get_raw_connection()).driver_connection
+    columns, records = copy_records(table, rows)
     await conn.exec_driver_sql(f"SAVEPOINT {COPY_SAVEPOINT}")
     try:
-        await raw.copy_records_to_table(
-            table.name, records=[tuple(row.get(c) for c in columns) for row in rows], columns=columns
-        )
+        await copy_into(conn, table.name, columns, records)
     except asyncpg.UniqueViolationError:
         await conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {COPY_SAVEPOINT}")
         return await _stage_insert(conn, table, rows)
@@ -89,7 +105,7 @@ async def _copy_new(conn: AsyncConnection, table: Table, rows: list[dict[str, An
 
 
 async def _stage_insert(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
-    columns = [column.name for column in table.columns]
+    columns, records = copy_records(table, rows)
     stage = f"stage_{table.name}"
     # Through SQLAlchemy first, so that the transaction is open before the raw COPY.
     await conn.execute(
@@ -98,10 +114,7 @@ async def _stage_insert(conn: AsyncConnection, table: Table, rows: list[dict[str
             f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
     )
-    raw = (await conn.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table(
-        stage, records=[tuple(row.get(c) for c in columns) for row in rows], columns=columns
-    )
+    await copy_into(conn, stage, columns, records)
     names = ", ".join(f'"{c}"' for c in columns)
     result = await conn.execute(
         text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING")
