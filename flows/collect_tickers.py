@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from prefect import flow, tags
+from prefect.utilities.annotations import quote
 
 from flows.common import RunContext, publish_ledger, resolve_run, run_step, venue_markets
 from perpflow.scope import RunScope
@@ -18,7 +19,7 @@ from tasks.store import prepare_database
 async def _venue(ctx: RunContext, venue: ExchangeConfig) -> dict[str, Any]:
     async def fetch():
         markets = await venue_markets(ctx, venue)
-        return await ctx.exchange_task(fetch_tickers)(venue, markets, ctx.settings.per_symbol_max, ctx.run_id)
+        return await ctx.exchange_task(fetch_tickers)(venue, quote(markets), ctx.settings.per_symbol_max, ctx.run_id)
 
     with tags(f"exchange:{venue.label}"):
         return await run_step(ctx, venue, tickers, fetch)

@@ -4,6 +4,10 @@ A venue step is: fetch (a retried task) -> store (rows, quarantine and ledger in
 A step that still fails after its retries writes a ``failed`` ledger row and is reported; the other
 venues go on, and the flow run ends Failed once every venue is done.
 
+Large task inputs (market lists, batches, row lists) go in Prefect's ``quote``: the engine then
+does not walk them looking for futures and states before each task run, a walk that took about
+three quarters of a 3 x 300 collection cycle's wall time (docs/benchmarks.md).
+
 With ``PERPFLOW_DASK_ADDRESS`` set, the exchange tasks of the fan-out (fetch and parse, the CPU-heavy
 part) run on a Dask cluster through prefect-dask's ``DaskTaskRunner`` (one per flow run, closed with
 the run's scope); storing stays in the flow's process.
@@ -22,6 +26,7 @@ from typing import Any
 from prefect.artifacts import acreate_table_artifact
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 from prefect.utilities.callables import get_call_parameters
 from prefect_dask import DaskTaskRunner
 from pydantic import SecretStr
@@ -90,7 +95,11 @@ async def _on_dask(settings: Settings, task_, *args: Any, **kwargs: Any) -> Any:
     its exception once its retries are spent)."""
     start = partial(_start_dask_runner, settings)
     async with borrow(f"dask:{settings.dask_address}", start, _stop_dask_runner) as runner:
-        parameters = get_call_parameters(task_.fn, args, kwargs)
+        # Dask's graph packing turns a ``quote`` (a named tuple) into a plain tuple: unwrap it.
+        parameters = {
+            name: value.unquote() if isinstance(value, quote) else value
+            for name, value in get_call_parameters(task_.fn, args, kwargs).items()
+        }
         future = await asyncio.to_thread(runner.submit, task_, parameters)
         return await asyncio.to_thread(future.result)
 
@@ -128,7 +137,7 @@ async def venue_markets(ctx: RunContext, venue: ExchangeConfig) -> dict[str, dic
     """The venue's selected perpetuals (cached task) with their instrument rows upserted."""
     markets = await ctx.exchange_task(load_markets)(venue)
     rows = instrument_rows(venue.label, markets, int(datetime.now(UTC).timestamp() * 1000))
-    await upsert_instruments(ctx.database_url, venue.label, rows)
+    await upsert_instruments(ctx.database_url, venue.label, quote(rows))
     return markets
 
 
@@ -154,7 +163,7 @@ async def run_step(
         await record_failure(ctx.database_url, entry, 0)
         return _outcome(entry, {"requested": 0, "received": 0, "stored": 0, "duplicates": 0, "quarantined": 0})
     entry = LedgerEntry(ctx.run_id, venue.label, dataset, "ok", started, datetime.now(UTC), latency)
-    result = await store_batch(ctx.database_url, table, batch, entry)
+    result = await store_batch(ctx.database_url, table, quote(batch), entry)
     return _outcome(entry, result.__dict__)
 
 

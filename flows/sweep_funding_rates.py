@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.artifacts import acreate_table_artifact
 from prefect.logging import get_run_logger
+from prefect.utilities.annotations import quote
 
 from flows.common import RunContext, publish_ledger, resolve_run, run_step, venue_markets
 from flows.progress import Progress
@@ -38,10 +39,10 @@ async def _venue(
     async def rates():
         loaded["markets"] = await venue_markets(ctx, venue)
         batch, latency = await ctx.exchange_task(fetch_funding_rates)(
-            venue, loaded["markets"], settings.per_symbol_max, settings.max_abs_funding_rate, ctx.run_id
+            venue, quote(loaded["markets"]), settings.per_symbol_max, settings.max_abs_funding_rate, ctx.run_id
         )
         hours = {row["symbol"]: row["interval_hours"] for row in batch.rows if row["interval_hours"]}
-        await set_funding_intervals(ctx.database_url, venue.label, hours)
+        await set_funding_intervals(ctx.database_url, venue.label, quote(hours))
         return batch, latency
 
     async def history():
@@ -62,7 +63,7 @@ async def _venue(
         if loaded["backfill"]:
             await progress.show(f"{venue.label}: {len(plan)} symbol window(s)")
         return await ctx.exchange_task(fetch_funding_history)(
-            venue, markets, plan, settings.max_abs_funding_rate, ctx.run_id
+            venue, quote(markets), quote(plan), settings.max_abs_funding_rate, ctx.run_id
         )
 
     with tags(f"exchange:{venue.label}"):
