@@ -116,7 +116,7 @@ async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunC
         venues = [venue for venue in venues if venue.enabled]
     else:
         venues = settings.enabled_exchanges
-    url = await database_url(settings, database)
+    url = await database_url(settings.database_url, database)
     labels = [venue.label for venue in venues]
     if len(set(labels)) != len(labels):
         raise ValueError(f"exchanges: venue labels must be unique, got {labels!r}")
@@ -124,10 +124,11 @@ async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunC
     return RunContext(settings, url, run_id, venues)
 
 
-async def database_url(settings: Settings, database: str | None) -> SecretStr:
-    """The URL of the named ``perpflow-market-database`` block (checked), else the settings'."""
+async def database_url(default: SecretStr, database: str | None) -> SecretStr:
+    """The URL of the named ``perpflow-market-database`` block (checked), else ``default`` (a
+    settings URL, already checked by its validator)."""
     if not database:
-        return settings.database_url
+        return default
     url = (await MarketDatabase.aload(database)).url
     check_database_url(url.get_secret_value())
     return url

@@ -56,7 +56,7 @@ async def maintain_database(
     one that failed otherwise raises ``MaintenanceStepsFailed`` once the report is published.
     """
     settings = load_settings()
-    url = await database_url(settings, database)
+    url = await database_url(settings.database_url, database)
     limits, policy = Limits.from_settings(settings), Policy.from_settings(settings)
     flags = {
         "integrity": integrity,

@@ -14,12 +14,10 @@ from prefect.logging import get_run_logger
 from prefect.settings import get_current_settings
 from pydantic import SecretStr
 
-from blocks import MarketDatabase
 from flows.collect_tickers import collect_tickers
-from flows.common import resolve_run
+from flows.common import database_url, resolve_run
 from perpflow import bench
 from perpflow.bench.plan import check_benchmarks, check_separate
-from perpflow.settings import check_database_url
 from tasks.bench import (
     describe_machine,
     publish_results,
@@ -84,10 +82,7 @@ async def run_benchmarks(
     ``ValueError`` for a bad parameter (naming it) or when the two databases are the same.
     """
     ctx = await resolve_run(None, database)
-    workload = ctx.settings.bench_database_url
-    if bench_database:
-        workload = (await MarketDatabase.aload(bench_database)).url
-        check_database_url(workload.get_secret_value())
+    workload = await database_url(ctx.settings.bench_database_url, bench_database)
     check_separate(workload.get_secret_value(), ctx.database_url.get_secret_value())
     names = check_benchmarks(benchmarks or bench.BENCHMARKS)
     options = bench.BenchOptions(

@@ -195,6 +195,7 @@ def test_status_changes_and_run_statistics():
     assert _change_event(CRIT, WARN) == "perpflow.health.recovered"
     assert _change_event(WARN, WARN) is None
     assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5 and percentile([], 95) is None
+    assert percentile([5.0], 99) == 5.0
     assert percentile([float(v) for v in range(1, 101)], 95) == pytest.approx(95.05)
     settings = load_settings(health_failure_rate_warn=0.1, health_failure_rate_crit=0.5)
     runs = [RunRecord("a", "COMPLETED", False, 2.0)] * 8 + [RunRecord("a", "FAILED", True, 1.0)] * 2

@@ -1,4 +1,4 @@
-"""What a benchmark measures: ``Figure`` rows, timing and percentile helpers, machine info."""
+"""What a benchmark measures: ``Figure`` rows, timing helpers, machine info."""
 
 from __future__ import annotations
 
@@ -80,21 +80,6 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> float:
     started = time.perf_counter()
     await call()
     return time.perf_counter() - started
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) of ``samples``, linear interpolation between ranks.
-
-    Raises ``ValueError`` for no samples or ``q`` outside 0..100."""
-    if not samples:
-        raise ValueError("samples: need at least one")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q={q!r}: expected 0..100")
-    ordered = sorted(samples)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def _asyncpg_dsn(engine: AsyncEngine) -> str:
 
 
 async def postgresql_ingest(
-    engine: AsyncEngine, rows: int, batch_rows: int = BATCH_ROWS, rounds: int = 3
+    engine: AsyncEngine, rows: int, batch_rows: int = BATCH_ROWS, rounds: int = 5
 ) -> list[Figure]:
     """Rows/s of each way into the workload database's ``tickers`` (emptied before each way) for
     ``rows`` rows in ``batch_rows``-row transactions and in one bulk transaction; each way runs

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from perpflow.bench.figures import LOWER, Figure, percentile, server_version
+from perpflow.bench.figures import LOWER, Figure, server_version
+from perpflow.health import percentile
 from perpflow.store import (
     daily_funding,
     funding_rates,

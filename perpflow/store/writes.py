@@ -67,9 +67,8 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
         return 0
     if conn.dialect.name == "postgresql":
         return await _copy_new(conn, table, rows)
-    before = (await conn.execute(select(func.total_changes()))).scalar_one()
-    await conn.execute(table.insert().prefix_with("OR IGNORE"), rows)
-    return (await conn.execute(select(func.total_changes()))).scalar_one() - before
+    # sqlite3 sums an executemany's changed rows into rowcount; ignored rows are not counted.
+    return (await conn.execute(table.insert().prefix_with("OR IGNORE"), rows)).rowcount
 
 
 def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple]]:
