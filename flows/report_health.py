@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
+from prefect.variables import Variable
 
 from flows.common import resolve_run
 from perpflow import health
@@ -25,6 +27,7 @@ from tasks.health import (
 from tasks.store import previous_health_status, write_health_snapshot
 
 REPORT_KEY = "health-report"
+STATUS_VARIABLE = "perpflow-health-status"
 RESOURCE = {"prefect.resource.id": "perpflow.health", "prefect.resource.name": "perpflow health"}
 
 
@@ -40,6 +43,12 @@ def _change_event(previous: str | None, status: str) -> str | None:
     return None
 
 
+def status_variable(database_url: str) -> str:
+    """Name of the Prefect Variable holding the last overall status for ``database_url``: one per
+    database, named by a hash so that the URL (and its password) appears nowhere."""
+    return f"{STATUS_VARIABLE}-{hashlib.sha256(database_url.encode()).hexdigest()[:16]}"
+
+
 @flow(name="report-health", log_prints=True)
 async def report_health(database: str | None = None) -> dict[str, Any]:
     """Check the system (CPU, memory, disk of ``PERPFLOW_HEALTH_DISK_PATH``, this process's RSS),
@@ -53,7 +62,10 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
     ``PERPFLOW_DATABASE_URL``). Publishes the ``health-report`` markdown artifact (statuses
     first), writes a ``health_snapshots`` row per check plus ``overall``, and emits
     ``perpflow.health.degraded`` / ``perpflow.health.recovered`` (payload: previous and current
-    status, the non-OK checks) when the overall status changed since the previous snapshot.
+    status, the non-OK checks) when the overall status changed since the previous run. The last
+    status is kept in a Prefect Variable (``status_variable``), so an unreachable database is
+    announced once and its recovery too; without that Variable (a first run) the newest stored
+    snapshot stands in.
     Returns ``{'status', 'previous', 'event', 'checks': [check dicts]}``.
     """
     ctx = await resolve_run(None, database)
@@ -74,13 +86,17 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
         await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
     )
     status = health.worst(checks)
-    previous = await previous_health_status(url, ctx.run_id) if reachable else None
+    remembered = status_variable(url.get_secret_value())
+    previous = await Variable.aget(remembered)
+    if previous is None and reachable:
+        previous = await previous_health_status(url, ctx.run_id)
     report = health.render_markdown(status, previous, checks, now)
     await acreate_markdown_artifact(
         markdown=report, key=REPORT_KEY, description=f"perpflow health: {status}"
     )
     if reachable:
         await write_health_snapshot(url, ctx.run_id, health.snapshot_rows(status, checks, now))
+    await Variable.aset(remembered, status, overwrite=True)
     event = _change_event(previous, status)
     if event:
         failing = [asdict(c) for c in checks if c.status != health.OK]

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.variables import Variable
 from sqlalchemy import insert, select, update
 
 from flows.collect_tickers import collect_tickers
-from flows.report_health import _change_event, report_health
+from flows.report_health import _change_event, report_health, status_variable
 from flows.sweep_funding_rates import sweep_funding_rates
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.health import CRIT, OK, WARN, RunRecord, percentile, run_history_checks
@@ -118,7 +119,9 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
                     finished_at=now,
                 )
             )
-        # The previous snapshot says OK, so the change to CRIT must be announced.
+        # The previous snapshot says OK, so the change to CRIT must be announced. The Variable that
+        # remembers the first run's status is removed: the stored snapshot stands in for it.
+        await Variable.aunset(status_variable(url))
         await write_health_snapshot(
             engine,
             "earlier-run",
@@ -183,10 +186,19 @@ async def test_unreachable_database_is_crit_without_the_password(monkeypatch):
     checks = {c["name"]: c for c in result["checks"]}
     assert checks["database.round_trip"]["status"] == CRIT
     assert checks["database.round_trip"]["detail"].startswith("unreachable: ")
-    assert result["status"] == CRIT
+    assert (result["status"], result["previous"], result["event"]) == (
+        CRIT,
+        None,
+        "perpflow.health.degraded",
+    )
     artifacts = await run_artifacts(state.state_details.flow_run_id)
     assert "unreachable" in artifacts["health-report"].data
     assert SECRET not in json.dumps(result) and SECRET not in artifacts["health-report"].data
+    # The outage is announced once: the next run remembers CRIT without the database.
+    again = await report_health()
+    assert (again["status"], again["previous"], again["event"]) == (CRIT, CRIT, None)
+    name = status_variable(missing)
+    assert SECRET not in name and await Variable.aget(name) == CRIT
 
 
 def test_status_changes_and_run_statistics():
