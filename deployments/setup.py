@@ -78,12 +78,16 @@ async def ensure_block_types(client: PrefectClient, settings: Settings, spec: di
     return ["block types perpflow-exchange, perpflow-market-database: registered"]
 
 
-async def _ensure_block(block_type, name: str, make: Callable[[], Any]) -> str:
+async def _ensure_block(
+    client: PrefectClient, block_type, name: str, make: Callable[[], Any]
+) -> str:
+    # Only a block that is not there is created: one that exists is never overwritten, even when
+    # its stored fields no longer validate (loading it would fail; reading the document does not).
     slug = block_type.get_block_type_slug()
     try:
-        await block_type.aload(name)
+        await client.read_block_document_by_name(name, slug, include_secrets=False)
         return f"block {slug}/{name}: exists"
-    except ValueError:
+    except ObjectNotFound:
         await make().asave(name)
         return f"block {slug}/{name}: created from the environment"
 
@@ -105,12 +109,16 @@ async def ensure_blocks(client: PrefectClient, settings: Settings, spec: dict) -
     """Create a ``perpflow-exchange`` block per configured venue and the
     ``perpflow-market-database`` block(s) the deployments name, from the settings, when absent."""
     lines = [
-        await _ensure_block(ExchangeBlock, venue.label, lambda venue=venue: _exchange_block(venue))
+        await _ensure_block(
+            client, ExchangeBlock, venue.label, lambda venue=venue: _exchange_block(venue)
+        )
         for venue in settings.exchanges
     ]
     for name in _deployment_values(spec, "parameters", "database"):
         lines.append(
-            await _ensure_block(MarketDatabase, name, lambda: MarketDatabase(url=settings.database_url))
+            await _ensure_block(
+                client, MarketDatabase, name, lambda: MarketDatabase(url=settings.database_url)
+            )
         )
     return lines
 
