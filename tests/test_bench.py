@@ -80,6 +80,7 @@ async def test_reduced_run_stores_figures_with_baselines_and_artifacts(
             "raw_copy",
             "store",
             "store_duplicates",
+            "store_in_transaction",
             "copy_keyed",
             "sqlalchemy_executemany",
             "copy_stage",

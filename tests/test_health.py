@@ -20,6 +20,7 @@ from flows.sweep_funding_rates import sweep_funding_rates
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.health import CRIT, OK, WARN, RunRecord, percentile, run_history_checks
 from perpflow.settings import load_settings
+from perpflow.store.partitions import ensure_partitions
 from perpflow.store import (
     collection_ledger,
     create_engine,
@@ -93,14 +94,12 @@ async def test_stale_venue_and_unaccounted_rows_are_crit_and_emit_degraded(
     try:
         async with engine.begin() as conn:
             rows = (await conn.execute(select(tickers).where(tickers.c.exchange == OKX))).all()
+            # An hour back may be yesterday (UTC), whose partition the collection did not need.
+            await ensure_partitions(conn, "tickers", {(r.ts - timedelta(hours=1)).date() for r in rows})
             for row in rows:
                 await conn.execute(
                     update(tickers)
-                    .where(
-                        tickers.c.exchange == OKX,
-                        tickers.c.symbol == row.symbol,
-                        tickers.c.ts == row.ts,
-                    )
+                    .where(tickers.c.instrument_key == row.instrument_key, tickers.c.ts == row.ts)
                     .values(ts=row.ts - timedelta(hours=1))
                 )
             now = datetime.now(UTC)

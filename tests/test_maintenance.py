@@ -72,9 +72,9 @@ async def _bloat_today(dsn: str, rows: int = 20_000) -> str:
     try:
         await conn.execute("SELECT perpflow_ensure_partition('tickers', current_date)")
         await conn.execute(
-            "INSERT INTO tickers (exchange, symbol, ts, ts_source, last, collected_at) "
+            "INSERT INTO tickers (exchange, symbol, ts, ts_source, last, collected_at, instrument_key) "
             "SELECT 'bloat', 'S' || (n % 200) || '/USDT:USDT', "
-            "date_trunc('day', now()) + n * interval '1 second', 'exchange', n, now() "
+            "date_trunc('day', now()) + n * interval '1 second', 'exchange', n, now(), n % 200 "
             "FROM generate_series(1, $1) AS n",
             rows,
         )

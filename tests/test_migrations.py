@@ -1,11 +1,13 @@
-"""Alembic: an empty database and a foundation-era database (made by ``create_all``, with rows)
-both reach head, the result matches ``schema.py``, and a second upgrade changes nothing."""
+"""Alembic: an empty database and a foundation-era database (revision 0001's tables without
+``alembic_version``, as ``create_all`` made them, with rows) both reach head, the result matches
+``schema.py``, and a second upgrade changes nothing."""
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import column, func, insert, inspect, select, table, text
 
 from perpflow.normalize import funding_rate_rows, ms_to_datetime, ticker_rows
 from perpflow.store import (
@@ -14,23 +16,15 @@ from perpflow.store import (
     create_engine,
     funding_rates,
     init_schema,
-    insert_new,
+    instrument_key,
     metadata,
     quarantine,
     store_batch,
     tickers,
 )
-from perpflow.store.migrate import current_revisions, head_revisions
+from perpflow.store.migrate import FOUNDATION_REVISION, alembic_config, current_revisions, head_revisions
 from perpflow.store.partitions import partition_day
 
-FOUNDATION_TABLES = (
-    "instruments",
-    "tickers",
-    "funding_rates",
-    "funding_history",
-    "quarantine",
-    "collection_ledger",
-)
 DAY_MS = 86_400_000
 NOW = 1_763_900_000_000
 
@@ -48,18 +42,36 @@ def _schema_diff(connection) -> list:
     return compare_metadata(context, metadata)
 
 
+def _keys(connection) -> dict[str, list[str]]:
+    # compare_metadata does not compare primary keys: they are read here.
+    found = inspect(connection)
+    return {t: found.get_pk_constraint(t)["constrained_columns"] for t in ("tickers", "funding_rates")}
+
+
 async def _state(engine):
     async with engine.connect() as conn:
-        return await conn.run_sync(lambda c: (current_revisions(c), _schema_diff(c)))
+        return await conn.run_sync(lambda c: (current_revisions(c), _schema_diff(c), _keys(c)))
+
+
+HEAD_STATE = (head_revisions(), [], {"tickers": ["instrument_key", "ts"], "funding_rates": ["instrument_key", "ts"]})
+
+
+def _foundation_tables(connection) -> None:
+    """Revision 0001's tables and no ``alembic_version``: what ``create_all`` made before
+    migrations existed."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, FOUNDATION_REVISION)
+    connection.execute(text("DROP TABLE alembic_version"))
 
 
 async def test_empty_database_upgrades_to_head_matching_the_schema(blank_database_url):
     engine = create_engine(blank_database_url)
     try:
         await init_schema(engine)
-        assert await _state(engine) == (head_revisions(), [])
+        assert await _state(engine) == HEAD_STATE
         await init_schema(engine)  # idempotent: already at head
-        assert await _state(engine) == (head_revisions(), [])
+        assert await _state(engine) == HEAD_STATE
     finally:
         await engine.dispose()
 
@@ -69,20 +81,31 @@ def _entry(run_id, dataset):
 
 
 async def _dump(engine):
+    """Every row of the foundation's tables, in the foundation's columns."""
     async with engine.connect() as conn:
         return {
-            table.name: sorted(map(tuple, (await conn.execute(select(table))).all()), key=repr)
+            table.name: sorted(
+                map(tuple, (await conn.execute(select(*_foundation_columns(table)))).all()), key=repr
+            )
             for table in (tickers, funding_rates, quarantine, collection_ledger)
         }
+
+
+def _foundation_columns(table_):
+    return [c for c in table_.c if c.name != "instrument_key"]
+
+
+def _foundation_insert(table_, rows):
+    """An INSERT of ``rows``' columns only (the foundation's table has no ``instrument_key``),
+    with the schema's types (UTC datetimes bound as the store binds them)."""
+    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in rows[0])))
 
 
 async def test_foundation_database_with_rows_upgrades_in_place(blank_database_url):
     engine = create_engine(blank_database_url)
     try:
-        async with engine.begin() as conn:  # the foundation's way: create_all, no alembic_version
-            await conn.run_sync(
-                metadata.create_all, tables=[metadata.tables[name] for name in FOUNDATION_TABLES]
-            )
+        async with engine.begin() as conn:
+            await conn.run_sync(_foundation_tables)
             symbols = [f"S{i}/USDT:USDT" for i in range(30)]
             for day in range(3):  # three days of rows, one quarantined per batch
                 at = NOW - day * DAY_MS
@@ -98,24 +121,25 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
                 }
                 data[symbols[0]]["last"] = -1.0
                 batch = ticker_rows("venue", data, symbols, at, f"r{day}")
-                await insert_new(conn, tickers, batch.rows)
+                await conn.execute(_foundation_insert(tickers, batch.rows), batch.rows)
                 await conn.execute(quarantine.insert(), batch.quarantine)
                 rates = {
                     s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
                     for i, s in enumerate(symbols)
                 }
-                await insert_new(
-                    conn,
-                    funding_rates,
-                    funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05).rows,
-                )
+                rows = funding_rate_rows("venue", rates, symbols, at, f"f{day}", 0.05).rows
+                await conn.execute(_foundation_insert(funding_rates, rows), rows)
         before = await _dump(engine)
         assert len(before["tickers"]) == 3 * 29 and len(before["funding_rates"]) == 3 * 30
 
         await init_schema(engine)
 
         assert await _dump(engine) == before
-        assert await _state(engine) == (head_revisions(), [])
+        async with engine.connect() as conn:  # every row got its instrument's key
+            for table in (tickers, funding_rates):
+                pairs = (await conn.execute(select(table.c.exchange, table.c.symbol, table.c.instrument_key))).all()
+                assert pairs and all(key == instrument_key(e, s) for e, s, key in pairs)
+        assert await _state(engine) == HEAD_STATE
         # Writes go on after the upgrade, for a day never seen before too.
         later = NOW + 5 * DAY_MS
         fresh = {

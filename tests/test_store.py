@@ -12,6 +12,7 @@ from perpflow.store import (
     collection_ledger,
     funding_history,
     funding_watermarks,
+    instrument_key,
     insert_new,
     instruments,
     quarantine,
@@ -20,7 +21,7 @@ from perpflow.store import (
     tickers,
     upsert_instruments,
 )
-from perpflow.store.writes import copy_records
+from perpflow.store.writes import copy_records, keyed_rows
 
 NOW = 1_763_900_000_000
 SYMBOLS = [f"C{i:03d}/USDT:USDT" for i in range(600)]
@@ -99,10 +100,13 @@ async def test_partly_stored_batch_counts_only_new_rows_and_keeps_earlier_work(e
 
 
 def test_copy_records_orders_by_table_columns_and_fills_missing_with_null():
-    full = ticker_rows("venue", _tickers(), SYMBOLS[:2], NOW, "r1").rows
-    columns, records = copy_records(tickers, list(reversed(full)))
-    assert columns == [c.name for c in tickers.columns]
+    given = ticker_rows("venue", _tickers(), SYMBOLS[:2], NOW, "r1").rows
+    full = keyed_rows(tickers, given)
+    assert full[0]["instrument_key"] == instrument_key("venue", SYMBOLS[0])
+    assert "instrument_key" not in given[0]  # the caller's rows are left as they were
+    columns, records = copy_records(tickers, list(reversed(given)))
+    assert sorted(columns) == sorted(c.name for c in tickers.columns)
     assert records == [tuple(row[c] for c in columns) for row in reversed(full)]
-    partial = [{k: v for k, v in full[0].items() if k != "run_id"}, full[1]]
+    partial = [{k: v for k, v in given[0].items() if k != "run_id"}, given[1]]
     _, records = copy_records(tickers, partial)
     assert records[0][columns.index("run_id")] is None and records[1] == tuple(full[1][c] for c in columns)

@@ -1,12 +1,13 @@
 """Ingest throughput: the store's idempotent path against raw baselines measured in the same run.
 
-PostgreSQL: ``perpflow.store.insert_new`` (one transaction per batch, as ``store_batch`` runs it)
-against raw asyncpg ``COPY`` into an unconstrained table, a plain COPY into the keyed table itself
-(not idempotent: the ceiling the primary key leaves), a plain SQLAlchemy executemany ``INSERT``,
-plus the other idempotent ways that were tried (COPY into a temporary staging table,
-then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; with the staging table made per batch or
-once per connection). SQLite: ``insert_new`` against raw ``sqlite3`` executemany into an
-unconstrained table. Every figure is rows per second; ratios are against the raw baseline.
+PostgreSQL: ``perpflow.store.write_new`` (one transaction per batch, as ``store_batch`` runs it,
+on one connection) against raw asyncpg ``COPY`` of the rows' own columns into an unconstrained
+table, a plain COPY into the keyed table itself (not idempotent: the ceiling its primary key
+leaves), ``insert_new`` inside a caller's transaction, a plain SQLAlchemy executemany ``INSERT``,
+and the other idempotent ways that were tried (COPY into a temporary staging table, then ``INSERT
+... SELECT ... ON CONFLICT DO NOTHING``; with the staging table made per batch or once per
+connection). SQLite: ``write_new`` against raw ``sqlite3`` executemany into an unconstrained
+table. Every figure is rows per second; ratios are against the raw baseline.
 Also the row-level validation cost of the collection path (``perpflow.normalize``).
 """
 
@@ -16,6 +17,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from operator import itemgetter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,10 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.bench.figures import HIGHER, LOWER, Clock, Figure, compared, server_version
 from perpflow.normalize import funding_rate_rows, ticker_rows
-from perpflow.store import create_engine, init_schema, insert_new, tickers
+from perpflow.store import create_engine, init_schema, insert_new, tickers, write_new
 from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.engine import SQLITE_PRAGMAS
-from perpflow.store.writes import _stage_insert, copy_into, copy_records
+from perpflow.store.writes import _stage_insert, copy_into, copy_records, given_columns, keyed_rows
 
 BATCH_ROWS = 500
 RAW_TABLE = "bench_raw_tickers"
@@ -119,7 +121,8 @@ async def unnest_on_conflict(
 ) -> int:
     """One prepared statement per batch: ``INSERT ... SELECT * FROM unnest($1::text[], ...) ON
     CONFLICT DO NOTHING`` with one array per column (one round trip, no staging table)."""
-    params = tuple([row.get(c.name) for row in rows] for c in table.columns)
+    keyed = keyed_rows(table, rows)
+    params = tuple([row.get(c.name) for row in keyed] for c in table.columns)
     return (await conn.exec_driver_sql(_unnest_sql(table), params)).rowcount
 
 
@@ -135,7 +138,7 @@ async def sqlalchemy_executemany(
     conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]
 ) -> int:
     """A plain (not idempotent) SQLAlchemy executemany ``INSERT``: the ORM-less baseline."""
-    await conn.execute(table.insert(), rows)
+    await conn.execute(table.insert(), keyed_rows(table, rows))
     return len(rows)
 
 
@@ -159,20 +162,35 @@ async def _truncate(engine: AsyncEngine, *tables: str) -> None:
             )
 
 
+async def store_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """The store's idempotent bulk path: ``perpflow.store.write_new`` (its own transaction)."""
+    return (await write_new(conn, table, rows))[0]
+
+
+def in_transaction(writer: Writer) -> Writer:
+    """``writer`` run inside a transaction of its own."""
+
+    async def write(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+        async with conn.begin():
+            return await writer(conn, table, rows)
+
+    write.__name__ = writer.__name__
+    return write
+
+
 async def _through(
     engine: AsyncEngine, writer: Writer, chunks: list[list[dict[str, Any]]], *, again: bool = False
 ) -> float:
-    """Seconds to write ``chunks`` with ``writer``, one transaction each, into an emptied
-    ``tickers`` (``again``: into the table as it is, expecting every row to be a duplicate).
-    Raises ``RuntimeError`` when the count of new rows is not what it must be."""
+    """Seconds to write ``chunks`` with ``writer`` (one transaction each, on one connection) into
+    an emptied ``tickers`` (``again``: into the table as it is, expecting every row to be a
+    duplicate). Raises ``RuntimeError`` when the count of new rows is not what it must be."""
     if not again:
         await _truncate(engine, tickers.name)
     clock = Clock()
     async with engine.connect() as conn:
         for chunk in chunks:
             with clock:
-                async with conn.begin():
-                    stored = await writer(conn, tickers, chunk)
+                stored = await writer(conn, tickers, chunk)
             if stored != (0 if again else len(chunk)):
                 raise RuntimeError(
                     f"{writer.__name__}: {stored} new rows of {len(chunk)} "
@@ -182,14 +200,18 @@ async def _through(
 
 
 async def _raw_copy(dsn: str, chunks: list[list[dict[str, Any]]]) -> float:
+    """Seconds to COPY the rows' own columns (``given_columns``: no derived key), converted as
+    the store converts them, into an unconstrained table."""
+    columns = given_columns(tickers)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
         await conn.execute(f"CREATE TABLE {RAW_TABLE} (LIKE {tickers.name})")
+        await conn.execute(f"ALTER TABLE {RAW_TABLE} DROP COLUMN instrument_key")
         clock = Clock()
         for chunk in chunks:
             with clock:
-                columns, records = copy_records(tickers, chunk)  # as the store converts them
+                records = list(map(itemgetter(*columns), chunk))
                 await conn.copy_records_to_table(RAW_TABLE, records=records, columns=columns)
         await conn.execute(f"DROP TABLE {RAW_TABLE}")
     finally:
@@ -209,8 +231,10 @@ async def postgresql_ingest(
     ``rounds`` times, in rotating order, and its median is kept (the machine may be busy).
 
     Figures ``ingest.postgresql.<way>.batch<N>`` and ``...bulk<rows>``; ways: ``raw_copy`` (the
-    baseline), ``store`` (``insert_new``), ``store_duplicates`` (``insert_new`` sent the same rows
-    again), ``copy_keyed`` (the ceiling), ``sqlalchemy_executemany`` and the alternatives in ``IDEMPOTENT_ALTERNATIVES``.
+    baseline), ``store`` (``write_new``), ``store_duplicates`` (``write_new`` sent the same rows
+    again), ``store_in_transaction`` (``insert_new`` inside a caller's transaction: behind a
+    savepoint), ``copy_keyed`` (the ceiling), ``sqlalchemy_executemany`` and the alternatives in
+    ``IDEMPOTENT_ALTERNATIVES``.
     Raises ``RuntimeError`` if an idempotent way loses a row or counts a duplicate as new.
     """
     data = ticker_dicts(rows)
@@ -219,17 +243,20 @@ async def postgresql_ingest(
     await ensure_row_partitions(engine, tickers, data)  # the daily partitions the rows need
 
     async def store_duplicates(chunks: list[list[dict[str, Any]]]) -> float:
-        await _through(engine, insert_new, chunks)
-        return await _through(engine, insert_new, chunks, again=True)
+        await _through(engine, store_new, chunks)
+        return await _through(engine, store_new, chunks, again=True)
 
     ways: dict[str, Callable[[list[list[dict[str, Any]]]], Awaitable[float]]] = {
         "raw_copy": lambda chunks: _raw_copy(dsn, chunks),
-        "store": lambda chunks: _through(engine, insert_new, chunks),
+        "store": lambda chunks: _through(engine, store_new, chunks),
         "store_duplicates": store_duplicates,
-        "copy_keyed": lambda chunks: _through(engine, copy_keyed, chunks),
-        "sqlalchemy_executemany": lambda chunks: _through(engine, sqlalchemy_executemany, chunks),
+        "store_in_transaction": lambda chunks: _through(engine, in_transaction(insert_new), chunks),
+        "copy_keyed": lambda chunks: _through(engine, in_transaction(copy_keyed), chunks),
+        "sqlalchemy_executemany": lambda chunks: _through(
+            engine, in_transaction(sqlalchemy_executemany), chunks
+        ),
         **{
-            way: (lambda chunks, w=writer: _through(engine, w, chunks))
+            way: (lambda chunks, w=writer: _through(engine, in_transaction(w), chunks))
             for way, writer in IDEMPOTENT_ALTERNATIVES.items()
         },
     }
@@ -250,7 +277,7 @@ async def postgresql_ingest(
                 "rows/s",
                 HIGHER,
                 database=version,
-                yardstick=way not in ("store", "store_duplicates"),
+                yardstick=way not in ("store", "store_duplicates", "store_in_transaction"),
             )
             for way, spent in seconds.items()
         }
@@ -261,7 +288,7 @@ async def postgresql_ingest(
 
 
 def _sqlite3_executemany(path: Path, chunks: list[list[dict[str, Any]]]) -> float:
-    columns = [c.name for c in tickers.columns]
+    columns = given_columns(tickers)
     conn = sqlite3.connect(path)
     try:
         for pragma in SQLITE_PRAGMAS:
@@ -286,7 +313,7 @@ def _sqlite_value(value: Any) -> Any:
 
 
 async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]:
-    """Rows/s of ``insert_new`` (``INSERT OR IGNORE``) on a fresh SQLite file against raw
+    """Rows/s of ``write_new`` (``INSERT OR IGNORE``) on a fresh SQLite file against raw
     ``sqlite3`` executemany into an unconstrained table (same pragmas), batches and bulk.
     Figures ``ingest.sqlite.{store,raw_executemany}.{batch<N>,bulk<rows>}``."""
     data = ticker_dicts(rows)
@@ -311,7 +338,7 @@ async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]
                 )
                 store = Figure(
                     f"ingest.sqlite.store.{label}",
-                    rows / await _through(engine, insert_new, chunks),
+                    rows / await _through(engine, store_new, chunks),
                     "rows/s",
                     HIGHER,
                     database=version,

@@ -23,6 +23,7 @@ from perpflow.health import percentile
 from perpflow.store import (
     daily_funding,
     funding_rates,
+    instrument_key,
     instruments,
     latest_tickers,
     ticker_window,
@@ -45,11 +46,11 @@ def size_label(rows: int) -> str:
     return str(rows)
 
 
-def _key_sql(dialect: str) -> str:
+def _key_sql(dialect: str) -> tuple[str, str]:
     """exchange, symbol of venue ``v`` and symbol number ``s`` (as in ``VENUES``/``reads``)."""
     if dialect == "postgresql":
-        return "'bench-' || chr(97 + v), 'S' || lpad(s::text, 4, '0') || '/USDT:USDT'"
-    return "'bench-' || char(97 + v), 'S' || substr('0000' || s, -4, 4) || '/USDT:USDT'"
+        return "'bench-' || chr(97 + v)", "'S' || lpad(s::text, 4, '0') || '/USDT:USDT'"
+    return "'bench-' || char(97 + v)", "'S' || substr('0000' || s, -4, 4) || '/USDT:USDT'"
 
 
 def _ts_sql(dialect: str, step_s: int) -> str:
@@ -78,12 +79,20 @@ def _with(dialect: str, series: dict[str, tuple[str, str]]) -> str:
 
 
 def _generate(dialect: str, table: str, columns: str, values: str, step_s: int) -> str:
+    """``INSERT ... SELECT`` of the rows of time steps ``k0..k1-1`` into ``table``, each with the
+    ``instrument_key`` of its listed instrument (joined from ``instruments``)."""
     series = {"k": (":k0", ":k1"), "v": ("0", ":venues"), "s": ("0", ":symbols")}
-    select_list = f"{_key_sql(dialect)}, " + values.replace("{ts}", _ts_sql(dialect, step_s))
+    exchange, symbol = _key_sql(dialect)
+    select_list = (
+        f"{exchange}, {symbol}, "
+        + values.replace("{ts}", _ts_sql(dialect, step_s))
+        + ", i.instrument_key"
+    )
     sources = ", ".join(_series(dialect, name, *bounds) for name, bounds in series.items())
     return (
-        f"{_with(dialect, series)}INSERT INTO {table} ({columns}) "
-        f"SELECT {select_list} FROM {sources}"
+        f"{_with(dialect, series)}INSERT INTO {table} ({columns}, instrument_key) "
+        f"SELECT {select_list} FROM {sources}, instruments AS i "
+        f"WHERE i.exchange = {exchange} AND i.symbol = {symbol}"
     )
 
 
@@ -146,6 +155,7 @@ class QueryWorkload:
                         "active": True,
                         "first_seen": self.end,
                         "last_seen": self.end,
+                        "instrument_key": instrument_key(venue, f"S{s:04d}/USDT:USDT"),
                     }
                     for venue in VENUES
                     for s in range(self.symbols)

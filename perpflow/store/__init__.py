@@ -16,6 +16,7 @@ from perpflow.store.schema import (
     funding_history,
     funding_rates,
     health_snapshots,
+    instrument_key,
     instruments,
     metadata,
     quality_results,
@@ -31,6 +32,7 @@ from perpflow.store.writes import (
     set_funding_intervals,
     store_batch,
     upsert_instruments,
+    write_new,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "health_snapshots",
     "init_schema",
     "insert_new",
+    "instrument_key",
     "instruments",
     "latest_tickers",
     "metadata",
@@ -69,4 +72,5 @@ __all__ = [
     "upsert_instruments",
     "write_health_snapshot",
     "write_quality_results",
+    "write_new",
 ]

@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import Row, and_, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from perpflow.store.schema import funding_history, funding_rates, instruments, quarantine, tickers
+from perpflow.store.schema import (
+    funding_history,
+    funding_rates,
+    instrument_key,
+    instruments,
+    quarantine,
+    tickers,
+)
 
 COUNTED = (instruments, tickers, funding_rates, funding_history, quarantine)
 
@@ -29,28 +36,26 @@ async def stored_summary(engine: AsyncEngine) -> list[dict[str, Any]]:
 async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
     """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers`` columns).
 
-    One index probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first ``LIMIT 1``;
-    SQLite: ``max(ts)`` per symbol, then the row by its key), so its cost grows with the venue's
-    instruments, not with the table's history."""
-    mine = (tickers.c.exchange == instruments.c.exchange, tickers.c.symbol == instruments.c.symbol)
+    One primary-key probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first
+    ``LIMIT 1``; SQLite: ``max(ts)`` per instrument, then the row by its key), so its cost grows
+    with the venue's instruments, not with the table's history."""
+    mine = tickers.c.instrument_key == instruments.c.instrument_key
     if conn.dialect.name == "postgresql":
-        newest = select(tickers).where(*mine).order_by(tickers.c.ts.desc()).limit(1).lateral()
+        newest = select(tickers).where(mine).order_by(tickers.c.ts.desc()).limit(1).lateral()
         query = (
             select(newest)
             .select_from(instruments.join(newest, true()))
             .where(instruments.c.exchange == exchange)
         )
     else:
-        latest = select(func.max(tickers.c.ts)).where(*mine).scalar_subquery()
+        latest = select(func.max(tickers.c.ts)).where(mine).scalar_subquery()
         known = (
-            select(instruments.c.symbol, latest.label("ts"))
+            select(instruments.c.instrument_key, latest.label("ts"))
             .where(instruments.c.exchange == exchange)
             .subquery()
         )
         key = and_(
-            tickers.c.exchange == exchange,
-            tickers.c.symbol == known.c.symbol,
-            tickers.c.ts == known.c.ts,
+            tickers.c.instrument_key == known.c.instrument_key, tickers.c.ts == known.c.ts
         )
         query = select(tickers).join(known, key)
     return list((await conn.execute(query)).all())
@@ -63,6 +68,7 @@ async def ticker_window(
     first."""
     query = (
         select(tickers)
+        .where(tickers.c.instrument_key == instrument_key(exchange, symbol))
         .where(tickers.c.exchange == exchange, tickers.c.symbol == symbol)
         .where(tickers.c.ts >= since, tickers.c.ts < until)
         .order_by(tickers.c.ts)

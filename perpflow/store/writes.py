@@ -1,20 +1,23 @@
 """Idempotent writes: market data inserted by natural key, quarantine and ledger in one transaction.
 
-PostgreSQL: rows are COPied (asyncpg binary COPY) straight into the table after a savepoint; if any
-key is already stored, the transaction rolls back to the savepoint and the batch goes through a
-temporary staging table instead (COPY, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``). New
-data, the common case, thus costs one COPY and a savepoint (the fastest idempotent way measured by
-``perpflow.bench``; figures in docs/benchmarks.md). SQLite: ``INSERT OR IGNORE`` of the whole batch
-in one transaction. Either way a repeated batch stores nothing twice, and the number of rows
-actually inserted is returned, so duplicates are counted, not guessed.
+PostgreSQL: rows are COPied (asyncpg binary COPY) straight into the table; if any key is already
+stored, the COPY fails as a whole and the batch goes through a temporary staging table instead
+(COPY, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``). ``write_new`` does that with a
+transaction of its own (optimistic: the failed transaction is rolled back and a second one
+stages), so new data, the common case, costs one COPY and one commit: the fastest idempotent way
+measured by ``perpflow.bench`` (figures in docs/benchmarks.md). ``insert_new`` does it inside the
+caller's transaction, behind a savepoint. SQLite: ``INSERT OR IGNORE`` of the whole batch. Either
+way a repeated batch stores nothing twice, and the number of rows actually inserted is returned,
+so duplicates are counted, not guessed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Table, bindparam, func, select, text, update
@@ -23,9 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.normalize import Batch
 from perpflow.store.partitions import ensure_row_partitions
-from perpflow.store.schema import collection_ledger, funding_history, instruments, quarantine
+from perpflow.store.schema import (
+    collection_ledger,
+    funding_history,
+    instrument_key,
+    instruments,
+    quarantine,
+)
 
 COPY_SAVEPOINT = "perpflow_copy"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,25 +71,51 @@ def _insert(conn: AsyncConnection):
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
 
 
+KEY = "instrument_key"
+
+
+def given_columns(table: Table) -> list[str]:
+    """The columns a row for ``table`` brings: all but ``instrument_key``, which the store derives
+    from ``exchange`` and ``symbol`` (``schema.instrument_key``)."""
+    return [column.name for column in table.columns if column.name != KEY]
+
+
+def keyed_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` as new dicts with their ``instrument_key`` when ``table`` has that column, else
+    ``rows`` themselves (the caller's dicts are never changed)."""
+    if KEY not in table.c:
+        return rows
+    return [{**row, KEY: instrument_key(row["exchange"], row["symbol"])} for row in rows]
+
+
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
-    """Insert ``rows`` into ``table``, skipping keys already stored; return how many were new."""
+    """Insert ``rows`` into ``table``, skipping keys already stored; return how many were new.
+    Tables keyed by ``instrument_key`` get it derived from each row's ``exchange`` and
+    ``symbol``."""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
         return await _copy_new(conn, table, rows)
     # sqlite3 sums an executemany's changed rows into rowcount; ignored rows are not counted.
-    return (await conn.execute(table.insert().prefix_with("OR IGNORE"), rows)).rowcount
+    statement = table.insert().prefix_with("OR IGNORE")
+    return (await conn.execute(statement, keyed_rows(table, rows))).rowcount
 
 
 def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple]]:
-    """``(column names, one tuple per row in that order)`` of ``rows`` for a COPY into ``table``;
-    a column missing from a row is NULL. (``itemgetter`` when every row has every column: about
-    three times faster than a per-column ``dict.get``, which matters at 500 rows a batch.)"""
-    columns = [column.name for column in table.columns]
+    """``(column names, one tuple per row in that order)`` of ``rows`` for a COPY into ``table``:
+    the ``given_columns`` (a column missing from a row is NULL), then the derived
+    ``instrument_key`` where ``table`` has one. (``itemgetter`` when every row has every column:
+    about three times faster than a per-column ``dict.get``, which matters at 500 rows a batch.)"""
+    columns = given_columns(table)
     try:
-        return columns, list(map(itemgetter(*columns), rows))
+        records = list(map(itemgetter(*columns), rows))
     except KeyError:
-        return columns, [tuple(map(row.get, columns)) for row in rows]
+        records = [tuple(map(row.get, columns)) for row in rows]
+    if KEY not in table.c:
+        return columns, records
+    exchange, symbol = columns.index("exchange"), columns.index("symbol")
+    keyed = [(*record, instrument_key(record[exchange], record[symbol])) for record in records]
+    return [*columns, KEY], keyed
 
 
 async def copy_into(conn: AsyncConnection, name: str, columns: list[str], records: list[tuple]) -> None:
@@ -134,16 +170,48 @@ async def _write_ledger(conn: AsyncConnection, entry: LedgerEntry, result: Store
     )
 
 
+Then = Callable[[AsyncConnection, int], Awaitable[T]]
+
+
+async def write_new(
+    conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], then: Then | None = None
+) -> tuple[int, T | None]:
+    """Insert the rows of ``rows`` whose keys are not stored yet, in a transaction of its own on
+    ``conn`` (which must not be in one), and run ``then(conn, stored)`` in the same transaction;
+    returns ``(stored, then's result)``.
+
+    PostgreSQL, optimistically: ``then`` first (it opens the transaction), then one COPY straight
+    into the table, no savepoint; only when a key is already stored does that transaction roll
+    back, and a second one stages the rows (``INSERT ... ON CONFLICT DO NOTHING``) and runs
+    ``then`` with the true count. Without ``then`` the COPY is its own transaction. New data, the
+    common case, costs one COPY and one commit. SQLite: ``insert_new`` in one transaction.
+    """
+    if conn.dialect.name == "postgresql" and rows:
+        try:
+            async with conn.begin():
+                outcome = None if then is None else await then(conn, len(rows))
+                await copy_into(conn, table.name, *copy_records(table, rows))
+            return len(rows), outcome
+        except asyncpg.UniqueViolationError:
+            async with conn.begin():
+                stored = await _stage_insert(conn, table, rows)
+                return stored, None if then is None else await then(conn, stored)
+    async with conn.begin():
+        stored = await insert_new(conn, table, rows)
+        return stored, None if then is None else await then(conn, stored)
+
+
 async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: LedgerEntry) -> StoreResult:
-    """Store one normalized batch, its quarantine rows and its ledger row in one transaction.
+    """Store one normalized batch, its quarantine rows and its ledger row in one transaction
+    (``write_new``).
 
     A retried call after a failure repeats nothing (the failed transaction left no trace, and the
     market rows are keyed). Returns the counts written to the ledger. On PostgreSQL the daily
     partitions the rows need are made first (``perpflow.store.partitions``).
     """
     await ensure_row_partitions(engine, table, batch.rows)
-    async with engine.begin() as conn:
-        stored = await insert_new(conn, table, batch.rows)
+
+    async def account(conn: AsyncConnection, stored: int) -> StoreResult:
         if batch.quarantine:
             await conn.execute(quarantine.insert(), batch.quarantine)
         result = StoreResult(
@@ -154,7 +222,10 @@ async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: Le
             quarantined=len(batch.quarantine),
         )
         await _write_ledger(conn, entry, result)
-    return result
+        return result
+
+    async with engine.connect() as conn:
+        return (await write_new(conn, table, batch.rows, account))[1]
 
 
 async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int) -> None:
@@ -165,12 +236,14 @@ async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int
 
 async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     """Insert new instruments; refresh the descriptive columns and ``last_seen`` of known ones
-    (``first_seen`` and ``funding_interval_hours`` are kept)."""
+    (``first_seen`` and ``funding_interval_hours`` are kept). Raises ``IntegrityError`` for an
+    instrument whose ``instrument_key`` collides with another's (never seen: 64-bit digests)."""
     if not rows:
         return
+    rows = keyed_rows(instruments, rows)
     async with engine.begin() as conn:
         stmt = _insert(conn)(instruments)
-        keep = {"exchange", "symbol", "first_seen", "funding_interval_hours"}
+        keep = {"exchange", "symbol", "instrument_key", "first_seen", "funding_interval_hours"}
         await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["exchange", "symbol"],
