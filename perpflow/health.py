@@ -246,14 +246,22 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
             ).all()
         )
         newest = {}
-        for table, column in (
-            (tickers, "ts"),
-            (funding_rates, "ts"),
-            (funding_history, "funding_ts"),
-        ):
-            query = select(table.c.exchange, func.max(table.c[column])).group_by(table.c.exchange)
+        for table in (tickers, funding_rates):
+            # Per listed instrument, its newest row by primary key (instrument_key, ts): one index
+            # probe each, where grouping the whole table by exchange would read every row.
+            per_instrument = (
+                select(func.max(table.c.ts))
+                .where(table.c.instrument_key == instruments.c.instrument_key)
+                .scalar_subquery()
+            )
+            query = select(instruments.c.exchange, func.max(per_instrument)).group_by(
+                instruments.c.exchange
+            )
             for exchange, ts in await conn.execute(query):
                 newest[(exchange, table.name)] = ts
+        history = select(funding_history.c.exchange, func.max(funding_history.c.funding_ts))
+        for exchange, ts in await conn.execute(history.group_by(funding_history.c.exchange)):
+            newest[(exchange, funding_history.name)] = ts
     checks = []
     for venue in sorted(venues):
         schedules = {
