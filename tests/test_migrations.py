@@ -158,3 +158,35 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
         assert count == 3 * 29 + len(symbols)
     finally:
         await engine.dispose()
+
+
+def _to(revision: str, direction):
+    def run(connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        direction(config, revision)
+
+    return run
+
+
+async def test_instrument_key_revision_downgrades_and_upgrades_without_losing_rows(blank_database_url):
+    engine = create_engine(blank_database_url)
+    try:
+        await init_schema(engine)
+        symbols = [f"S{i}/USDT:USDT" for i in range(20)]
+        data = {s: {"symbol": s, "timestamp": NOW, "bid": 1.0, "ask": 2.0, "last": 1.5} for s in symbols}
+        await store_batch(engine, tickers, ticker_rows("venue", data, symbols, NOW, "r1"), _entry("r1", "tickers"))
+        before = await _dump(engine)
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0005", command.downgrade))
+        async with engine.connect() as conn:
+            keys = await conn.run_sync(_keys)
+            columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("tickers")])
+        assert keys == {"tickers": ["exchange", "symbol", "ts"], "funding_rates": ["exchange", "symbol", "ts"]}
+        assert "instrument_key" not in columns
+        assert await _dump(engine) == before
+        await init_schema(engine)  # back to head: keys recomputed from exchange and symbol
+        assert await _state(engine) == HEAD_STATE
+        assert await _dump(engine) == before
+    finally:
+        await engine.dispose()
