@@ -14,6 +14,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.variables import Variable
+from sqlalchemy.engine import make_url
 
 from flows.common import resolve_run
 from perpflow import health
@@ -45,8 +46,10 @@ def _change_event(previous: str | None, status: str) -> str | None:
 
 def status_variable(database_url: str) -> str:
     """Name of the Prefect Variable holding the last overall status for ``database_url``: one per
-    database, named by a hash so that the URL (and its password) appears nowhere."""
-    return f"{STATUS_VARIABLE}-{hashlib.sha256(database_url.encode()).hexdigest()[:16]}"
+    database, named by a hash of the URL without its password (so no password can be guessed
+    from the name, and rotating it keeps the remembered status)."""
+    where = make_url(database_url).set(password=None).render_as_string(hide_password=False)
+    return f"{STATUS_VARIABLE}-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
 
 @flow(name="report-health", log_prints=True)

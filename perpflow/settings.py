@@ -248,7 +248,7 @@ SECRET_FIELDS = {"api_key", "secret", "alert_webhook_url"}
 def _shown(loc: tuple, value: Any) -> str:
     if SECRET_FIELDS & {str(part) for part in loc}:
         return "'**********'"
-    if "database_url" in loc and isinstance(value, str):
+    if any(str(part).endswith("database_url") for part in loc) and isinstance(value, str):
         return repr(_mask_url(value))
     return repr(value)
 

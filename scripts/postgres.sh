@@ -2,7 +2,15 @@
 # Make sure a PostgreSQL server answers on 127.0.0.1:5432 for the tests (user postgres, trust auth
 # from loopback): start the local cluster if one is installed, else install it from the distribution.
 set -euo pipefail
-ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+# Ready means the tests can log in: a server that asks for a password is not ready yet (the trust
+# lines below are missing). Without a psql client, an open port is all that can be checked.
+ready() {
+  if command -v psql >/dev/null 2>&1; then
+    psql -w -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1 </dev/null
+  else
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+  fi
+}
 ready && exit 0
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from sqlalchemy import func, select
 
 from perpflow.normalize import funding_history_rows, instrument_rows, ms_to_datetime, ticker_rows
@@ -21,6 +23,7 @@ from perpflow.store import (
     tickers,
     upsert_instruments,
 )
+from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.writes import copy_records, keyed_rows
 
 NOW = 1_763_900_000_000
@@ -110,3 +113,13 @@ def test_copy_records_orders_by_table_columns_and_fills_missing_with_null():
     partial = [{k: v for k, v in given[0].items() if k != "run_id"}, given[1]]
     _, records = copy_records(tickers, partial)
     assert records[0][columns.index("run_id")] is None and records[1] == tuple(full[1][c] for c in columns)
+
+
+async def test_a_row_missing_a_required_value_fails_the_batch_instead_of_vanishing(engine):
+    rows = ticker_rows("venue", _tickers(), SYMBOLS[:3], NOW, "r1").rows
+    rows[1]["ts_source"] = None  # NOT NULL: no dialect may drop such a row as if it were a duplicate
+    await ensure_row_partitions(engine, tickers, rows)
+    with pytest.raises(Exception, match="(?i)not.null|null value"):
+        async with engine.begin() as conn:
+            await insert_new(conn, tickers, rows)
+    assert await _count(engine, tickers) == 0

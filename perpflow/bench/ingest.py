@@ -313,7 +313,7 @@ def _sqlite_value(value: Any) -> Any:
 
 
 async def sqlite_ingest(rows: int, batch_rows: int = BATCH_ROWS) -> list[Figure]:
-    """Rows/s of ``write_new`` (``INSERT OR IGNORE``) on a fresh SQLite file against raw
+    """Rows/s of ``write_new`` (``INSERT ... ON CONFLICT DO NOTHING``) on a fresh SQLite file against raw
     ``sqlite3`` executemany into an unconstrained table (same pragmas), batches and bulk.
     Figures ``ingest.sqlite.{store,raw_executemany}.{batch<N>,bulk<rows>}``."""
     data = ticker_dicts(rows)

@@ -6,7 +6,8 @@ stored, the COPY fails as a whole and the batch goes through a temporary staging
 transaction of its own (optimistic: the failed transaction is rolled back and a second one
 stages), so new data, the common case, costs one COPY and one commit: the fastest idempotent way
 measured by ``perpflow.bench`` (figures in docs/benchmarks.md). ``insert_new`` does it inside the
-caller's transaction, behind a savepoint. SQLite: ``INSERT OR IGNORE`` of the whole batch. Either
+caller's transaction, behind a savepoint. SQLite: ``INSERT ... ON CONFLICT DO NOTHING`` of the
+whole batch. Either
 way a repeated batch stores nothing twice, and the number of rows actually inserted is returned,
 so duplicates are counted, not guessed.
 """
@@ -96,8 +97,9 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
         return 0
     if conn.dialect.name == "postgresql":
         return await _copy_new(conn, table, rows)
-    # sqlite3 sums an executemany's changed rows into rowcount; ignored rows are not counted.
-    statement = table.insert().prefix_with("OR IGNORE")
+    # Only key conflicts are skipped (``OR IGNORE`` would also drop NOT NULL violations silently);
+    # sqlite3 sums an executemany's inserted rows into rowcount.
+    statement = sqlite.insert(table).on_conflict_do_nothing()
     return (await conn.execute(statement, keyed_rows(table, rows))).rowcount
 
 
