@@ -14,6 +14,7 @@ from prefect.artifacts import acreate_link_artifact, acreate_table_artifact
 from flows.common import resolve_run
 from flows.progress import Progress
 from perpflow.quality import QualityWindow, Thresholds, suites
+from perpflow.scope import RunScope
 from tasks.quality import load_quality_window, validate_quality_window
 from tasks.store import (
     prepare_database,
@@ -78,79 +79,80 @@ async def check_data_quality(
     failed expectations (the run ends Failed), ``ValueError`` for a bad window.
     """
     ctx = await resolve_run(None, database)
-    settings = ctx.settings
-    end = end or datetime.now(UTC)
-    window = QualityWindow(start or end - timedelta(minutes=settings.quality_window_minutes), end)
-    thresholds = Thresholds(
-        mark_index_band=settings.quality_mark_index_band,
-        max_abs_funding_rate=settings.quality_max_abs_funding_rate,
-        clock_skew_seconds=settings.quality_clock_skew_seconds,
-        max_age_seconds=settings.quality_max_age_seconds,
-        min_coverage=settings.quality_min_coverage,
-    )
-    span = f"{window.start.isoformat()} .. {window.end.isoformat()}"
-    progress = Progress(PROGRESS_KEY, len(suites(thresholds)) + 1, f"data quality {span}")
+    async with RunScope():  # one engine for the run's tasks
+        settings = ctx.settings
+        end = end or datetime.now(UTC)
+        window = QualityWindow(start or end - timedelta(minutes=settings.quality_window_minutes), end)
+        thresholds = Thresholds(
+            mark_index_band=settings.quality_mark_index_band,
+            max_abs_funding_rate=settings.quality_max_abs_funding_rate,
+            clock_skew_seconds=settings.quality_clock_skew_seconds,
+            max_age_seconds=settings.quality_max_age_seconds,
+            min_coverage=settings.quality_min_coverage,
+        )
+        span = f"{window.start.isoformat()} .. {window.end.isoformat()}"
+        progress = Progress(PROGRESS_KEY, len(suites(thresholds)) + 1, f"data quality {span}")
 
-    async def suite_done(name: str) -> None:
-        await progress.advance(1, f"suite {name} validated")
+        async def suite_done(name: str) -> None:
+            await progress.advance(1, f"suite {name} validated")
 
-    await prepare_database(ctx.database_url)
-    if window.end - window.start > timedelta(minutes=settings.quality_window_minutes):
-        await progress.show("loading the window")  # longer than the hourly default: long work
-    data = await load_quality_window(ctx.database_url, window)
-    await progress.advance(1, f"loaded {sum(len(f) for f in data.frames.values())} rows")
-    gaps = await record_funding_gaps(ctx.database_url, data.gaps, ctx.run_id)
-    unfillable = await unfillable_funding_gaps(ctx.database_url)
-    run = await validate_quality_window(
-        data,
-        thresholds,
-        Path(settings.quality_dir),
-        ctx.run_id,
-        settings.quality_examples,
-        suite_done,
-    )
-    checked_at = datetime.now(UTC)
-    await write_quality_results(
-        ctx.database_url,
-        ctx.run_id,
-        [
-            {
-                **row,
-                "window_start": window.start,
-                "window_end": window.end,
-                "checked_at": checked_at,
-            }
-            for row in run.rows
-        ],
-    )
-    failed = [row["expectation"] for row in run.rows if not row["success"]]
-    passed = f"{len(run.rows) - len(failed)}/{len(run.rows)} expectations passed"
-    await acreate_table_artifact(
-        table=[_table_row(row, run.docs_pages) for row in run.rows],
-        key=RESULTS_KEY,
-        description=f"Data quality {span}: {passed}"
-        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
-    )
-    await acreate_link_artifact(
-        link=run.docs_index,
-        link_text="great-expectations Data Docs",
-        key=DOCS_KEY,
-        description=f"Data Docs (validation results of every run; this run: {ctx.run_id})",
-    )
-    seen = {(g["exchange"], g["symbol"], g["gap_from"]) for g in gaps}
-    reported = gaps + [
-        g for g in unfillable if (g["exchange"], g["symbol"], g["gap_from"]) not in seen
-    ]
-    await acreate_table_artifact(
-        table=[_gap_row(gap) for gap in reported],
-        key=GAPS_KEY,
-        description=f"Funding-history gaps found in {span} ({len(gaps)}) and every gap the venues "
-        f"no longer serve ({len(unfillable)} unfillable); open gaps are refetched by the next "
-        "funding sweep.",
-    )
-    if failed:
-        raise DataQualityFailed(f"{len(failed)} expectation(s) failed: {', '.join(failed)}")
-    return run.rows
+        await prepare_database(ctx.database_url)
+        if window.end - window.start > timedelta(minutes=settings.quality_window_minutes):
+            await progress.show("loading the window")  # longer than the hourly default: long work
+        data = await load_quality_window(ctx.database_url, window)
+        await progress.advance(1, f"loaded {sum(len(f) for f in data.frames.values())} rows")
+        gaps = await record_funding_gaps(ctx.database_url, data.gaps, ctx.run_id)
+        unfillable = await unfillable_funding_gaps(ctx.database_url)
+        run = await validate_quality_window(
+            data,
+            thresholds,
+            Path(settings.quality_dir),
+            ctx.run_id,
+            settings.quality_examples,
+            suite_done,
+        )
+        checked_at = datetime.now(UTC)
+        await write_quality_results(
+            ctx.database_url,
+            ctx.run_id,
+            [
+                {
+                    **row,
+                    "window_start": window.start,
+                    "window_end": window.end,
+                    "checked_at": checked_at,
+                }
+                for row in run.rows
+            ],
+        )
+        failed = [row["expectation"] for row in run.rows if not row["success"]]
+        passed = f"{len(run.rows) - len(failed)}/{len(run.rows)} expectations passed"
+        await acreate_table_artifact(
+            table=[_table_row(row, run.docs_pages) for row in run.rows],
+            key=RESULTS_KEY,
+            description=f"Data quality {span}: {passed}"
+            + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        )
+        await acreate_link_artifact(
+            link=run.docs_index,
+            link_text="great-expectations Data Docs",
+            key=DOCS_KEY,
+            description=f"Data Docs (validation results of every run; this run: {ctx.run_id})",
+        )
+        seen = {(g["exchange"], g["symbol"], g["gap_from"]) for g in gaps}
+        reported = gaps + [
+            g for g in unfillable if (g["exchange"], g["symbol"], g["gap_from"]) not in seen
+        ]
+        await acreate_table_artifact(
+            table=[_gap_row(gap) for gap in reported],
+            key=GAPS_KEY,
+            description=f"Funding-history gaps found in {span} ({len(gaps)}) and every gap the venues "
+            f"no longer serve ({len(unfillable)} unfillable); open gaps are refetched by the next "
+            "funding sweep.",
+        )
+        if failed:
+            raise DataQualityFailed(f"{len(failed)} expectation(s) failed: {', '.join(failed)}")
+        return run.rows
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the run's scope); storing stays in the flow's process.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -100,8 +101,19 @@ async def _on_dask(settings: Settings, task_, *args: Any, **kwargs: Any) -> Any:
             name: value.unquote() if isinstance(value, quote) else value
             for name, value in get_call_parameters(task_.fn, args, kwargs).items()
         }
-        future = await asyncio.to_thread(runner.submit, task_, parameters)
+        future = await asyncio.to_thread(_submit, runner, task_, parameters)
         return await asyncio.to_thread(future.result)
+
+
+_CONNECTING = threading.Lock()
+
+
+def _submit(runner: DaskTaskRunner, task_, parameters: dict[str, Any]):
+    # The runner makes its client (and a 'local' cluster) on first use, unguarded: venues submitting
+    # together would each make one. The first caller makes it; the others wait and reuse it.
+    with _CONNECTING:
+        runner.client  # noqa: B018 - the property connects
+    return runner.submit(task_, parameters)
 
 
 async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunContext:

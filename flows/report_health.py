@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from flows.common import resolve_run
 from perpflow import health
+from perpflow.scope import RunScope
 from tasks.health import (
     probe_database,
     probe_freshness,
@@ -72,57 +73,58 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
     Returns ``{'status', 'previous', 'event', 'checks': [check dicts]}``.
     """
     ctx = await resolve_run(None, database)
-    settings, url = ctx.settings, ctx.database_url
-    now = datetime.now(UTC)
-    checks = probe_system(Path(settings.health_disk_path), settings)
-    database_checks = await probe_database(url, settings)
-    checks += database_checks
-    reachable = database_checks[0].value is not None
-    if reachable:
-        checks += await probe_freshness(url, settings, now)
-        checks += await probe_ledger(url, settings, now)
-    else:
-        checks.append(
-            health.Check("freshness", health.CRIT, detail="not checked: database unreachable")
+    async with RunScope():  # one engine for the run's tasks
+        settings, url = ctx.settings, ctx.database_url
+        now = datetime.now(UTC)
+        checks = probe_system(Path(settings.health_disk_path), settings)
+        database_checks = await probe_database(url, settings)
+        checks += database_checks
+        reachable = database_checks[0].value is not None
+        if reachable:
+            checks += await probe_freshness(url, settings, now)
+            checks += await probe_ledger(url, settings, now)
+        else:
+            checks.append(
+                health.Check("freshness", health.CRIT, detail="not checked: database unreachable")
+            )
+        checks += health.run_history_checks(
+            await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
         )
-    checks += health.run_history_checks(
-        await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
-    )
-    status = health.worst(checks)
-    remembered = status_variable(url.get_secret_value())
-    previous = await Variable.aget(remembered)
-    if previous is None and reachable:
-        previous = await previous_health_status(url, ctx.run_id)
-    report = health.render_markdown(status, previous, checks, now)
-    await acreate_markdown_artifact(
-        markdown=report, key=REPORT_KEY, description=f"perpflow health: {status}"
-    )
-    if reachable:
-        await write_health_snapshot(url, ctx.run_id, health.snapshot_rows(status, checks, now))
-    await Variable.aset(remembered, status, overwrite=True)
-    event = _change_event(previous, status)
-    if event:
-        failing = [asdict(c) for c in checks if c.status != health.OK]
-        emit_event(
-            event=event,
-            resource=RESOURCE,
-            related=[
-                {
-                    "prefect.resource.id": f"prefect.flow-run.{ctx.run_id}",
-                    "prefect.resource.role": "flow-run",
-                }
-            ],
-            payload={"previous": previous or health.OK, "status": status, "checks": failing},
+        status = health.worst(checks)
+        remembered = status_variable(url.get_secret_value())
+        previous = await Variable.aget(remembered)
+        if previous is None and reachable:
+            previous = await previous_health_status(url, ctx.run_id)
+        report = health.render_markdown(status, previous, checks, now)
+        await acreate_markdown_artifact(
+            markdown=report, key=REPORT_KEY, description=f"perpflow health: {status}"
         )
-        get_run_logger().warning(
-            "health %s -> %s: emitted %s", previous or health.OK, status, event
-        )
-    return {
-        "status": status,
-        "previous": previous,
-        "event": event,
-        "checks": [asdict(c) for c in checks],
-    }
+        if reachable:
+            await write_health_snapshot(url, ctx.run_id, health.snapshot_rows(status, checks, now))
+        await Variable.aset(remembered, status, overwrite=True)
+        event = _change_event(previous, status)
+        if event:
+            failing = [asdict(c) for c in checks if c.status != health.OK]
+            emit_event(
+                event=event,
+                resource=RESOURCE,
+                related=[
+                    {
+                        "prefect.resource.id": f"prefect.flow-run.{ctx.run_id}",
+                        "prefect.resource.role": "flow-run",
+                    }
+                ],
+                payload={"previous": previous or health.OK, "status": status, "checks": failing},
+            )
+            get_run_logger().warning(
+                "health %s -> %s: emitted %s", previous or health.OK, status, event
+            )
+        return {
+            "status": status,
+            "previous": previous,
+            "event": event,
+            "checks": [asdict(c) for c in checks],
+        }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ units, baselines and flags, never for speed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from datetime import UTC, datetime
 
 import pytest
@@ -81,6 +82,7 @@ async def test_reduced_run_stores_figures_with_baselines_and_artifacts(
             "store",
             "store_duplicates",
             "store_in_transaction",
+            "store_batch",
             "copy_keyed",
             "sqlalchemy_executemany",
             "copy_stage",
@@ -234,3 +236,17 @@ def test_bad_benchmark_options_name_the_field():
         BenchOptions("sqlite+aiosqlite:///x.sqlite", query_sizes=(10, 5))
     with pytest.raises(ValueError, match="bench_database_url"):
         check_separate("sqlite+aiosqlite:///a.sqlite", "sqlite+aiosqlite:///a.sqlite")
+    same = [  # one database, spelled differently: refused every time
+        ("sqlite+aiosqlite:///a.sqlite", f"sqlite+aiosqlite:///{Path('a.sqlite').resolve()}"),
+        (
+            "postgresql+asyncpg://bench@localhost/market",
+            "postgresql+asyncpg://postgres:pw@127.0.0.1:5432/market?ssl=disable",
+        ),
+    ]
+    for workload, market in same:
+        with pytest.raises(ValueError, match="bench_database_url"):
+            check_separate(workload, market)
+    check_separate(
+        "postgresql+asyncpg://postgres@127.0.0.1/perpflow_bench",
+        "postgresql+asyncpg://postgres@127.0.0.1/market",
+    )

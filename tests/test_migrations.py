@@ -136,8 +136,9 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
 
         assert await _dump(engine) == before
         async with engine.connect() as conn:  # every row got its instrument's key
-            for table in (tickers, funding_rates):
-                pairs = (await conn.execute(select(table.c.exchange, table.c.symbol, table.c.instrument_key))).all()
+            for keyed in (tickers, funding_rates):
+                columns = (keyed.c.exchange, keyed.c.symbol, keyed.c.instrument_key)
+                pairs = (await conn.execute(select(*columns))).all()
                 assert pairs and all(key == instrument_key(e, s) for e, s, key in pairs)
         assert await _state(engine) == HEAD_STATE
         # Writes go on after the upgrade, for a day never seen before too.

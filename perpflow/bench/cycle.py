@@ -72,7 +72,7 @@ def emulated_venues(venues: int, symbols: int, latency_ms: float) -> Iterator[Em
     in turn, each listing ``symbols`` perpetuals and answering after ``latency_ms``; stopped on
     exit. Raises ``RuntimeError`` with its error output when it does not start."""
     formats = sorted(FORMATS)
-    names = [(f"{formats[i % 3]}-{i:02d}", formats[i % 3]) for i in range(venues)]
+    names = [(f"{formats[i % len(formats)]}-{i:02d}", formats[i % len(formats)]) for i in range(venues)]
     command = [
         sys.executable, "-m", "perpflow.emulator", "--port", "0", "--symbols", str(symbols),
         "--latency-ms", str(latency_ms), "--venues", ",".join(f"{n}={f}" for n, f in names),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
@@ -55,9 +54,11 @@ class Figure:
 
 
 def compared(figure: Figure, baseline: Figure) -> Figure:
-    """``figure`` with ``baseline`` (same unit) as its baseline and the ratio of their values."""
-    ratio = figure.value / baseline.value if baseline.value else None
-    return Figure(**{**asdict(figure), "baseline": baseline.name, "ratio": ratio})
+    """``figure`` with ``baseline`` (same unit) as its baseline and the ratio of their values.
+    Raises ``ValueError`` for a baseline that is not positive (no ratio could be judged)."""
+    if baseline.value <= 0:
+        raise ValueError(f"{baseline.name} = {baseline.value!r}: a baseline must be positive")
+    return Figure(**{**asdict(figure), "baseline": baseline.name, "ratio": figure.value / baseline.value})
 
 
 @dataclass
@@ -73,13 +74,6 @@ class Clock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.seconds += time.perf_counter() - self._started
-
-
-async def timed(call: Callable[[], Awaitable[Any]]) -> float:
-    """Seconds ``await call()`` took."""
-    started = time.perf_counter()
-    await call()
-    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Ingest throughput: the store's idempotent path against raw baselines measured in the same run.
 
-PostgreSQL: ``perpflow.store.write_new`` (one transaction per batch, as ``store_batch`` runs it,
-on one connection) against raw asyncpg ``COPY`` of the rows' own columns into an unconstrained
+PostgreSQL: ``perpflow.store.write_new`` (one transaction per batch, on one connection; the
+idempotent insert alone) and ``store_batch`` (all a collection step writes per batch: partition
+check, pool checkout, the ledger row in the same transaction) against raw asyncpg ``COPY`` of the rows' own columns into an unconstrained
 table, a plain COPY into the keyed table itself (not idempotent: the ceiling its primary key
 leaves), ``insert_new`` inside a caller's transaction, a plain SQLAlchemy executemany ``INSERT``,
 and the other idempotent ways that were tried (COPY into a temporary staging table, then ``INSERT
@@ -13,6 +14,7 @@ Also the row-level validation cost of the collection path (``perpflow.normalize`
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import statistics
 import tempfile
@@ -29,8 +31,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.bench.figures import HIGHER, LOWER, Clock, Figure, compared, server_version
-from perpflow.normalize import funding_rate_rows, ticker_rows
-from perpflow.store import create_engine, init_schema, insert_new, tickers, write_new
+from perpflow.normalize import Batch, funding_rate_rows, ticker_rows
+from perpflow.store import (
+    LedgerEntry,
+    create_engine,
+    init_schema,
+    insert_new,
+    store_batch,
+    tickers,
+    write_new,
+)
 from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.engine import SQLITE_PRAGMAS
 from perpflow.store.writes import _stage_insert, copy_into, copy_records, given_columns, keyed_rows
@@ -167,6 +177,20 @@ async def store_new(conn: AsyncConnection, table: Table, rows: list[dict[str, An
     return (await write_new(conn, table, rows))[0]
 
 
+def as_collected(engine: AsyncEngine) -> Writer:
+    """What a collection step does per batch: ``perpflow.store.store_batch`` (the day's partitions
+    checked, a connection from the pool, ``write_new`` with the ledger row in its transaction)."""
+    started, numbers = datetime.now(UTC), itertools.count()
+
+    async def store_batch_(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
+        run_id = f"bench-{next(numbers)}"  # one ledger row per batch, as one per venue step
+        entry = LedgerEntry(run_id, "bench", table.name, "ok", started, started)
+        batch = Batch("bench", table.name, requested=len(rows), rows=rows)
+        return (await store_batch(engine, table, batch, entry)).stored
+
+    return store_batch_
+
+
 def in_transaction(writer: Writer) -> Writer:
     """``writer`` run inside a transaction of its own."""
 
@@ -232,7 +256,7 @@ async def postgresql_ingest(
 
     Figures ``ingest.postgresql.<way>.batch<N>`` and ``...bulk<rows>``; ways: ``raw_copy`` (the
     baseline), ``store`` (``write_new``), ``store_duplicates`` (``write_new`` sent the same rows
-    again), ``store_in_transaction`` (``insert_new`` inside a caller's transaction: behind a
+    again), ``store_batch`` (a collection step's whole write), ``store_in_transaction`` (``insert_new`` inside a caller's transaction: behind a
     savepoint), ``copy_keyed`` (the ceiling), ``sqlalchemy_executemany`` and the alternatives in
     ``IDEMPOTENT_ALTERNATIVES``.
     Raises ``RuntimeError`` if an idempotent way loses a row or counts a duplicate as new.
@@ -250,6 +274,7 @@ async def postgresql_ingest(
         "raw_copy": lambda chunks: _raw_copy(dsn, chunks),
         "store": lambda chunks: _through(engine, store_new, chunks),
         "store_duplicates": store_duplicates,
+        "store_batch": lambda chunks: _through(engine, as_collected(engine), chunks),
         "store_in_transaction": lambda chunks: _through(engine, in_transaction(insert_new), chunks),
         "copy_keyed": lambda chunks: _through(engine, in_transaction(copy_keyed), chunks),
         "sqlalchemy_executemany": lambda chunks: _through(
@@ -277,7 +302,7 @@ async def postgresql_ingest(
                 "rows/s",
                 HIGHER,
                 database=version,
-                yardstick=way not in ("store", "store_duplicates", "store_in_transaction"),
+                yardstick=way not in ("store", "store_duplicates", "store_batch", "store_in_transaction"),
             )
             for way, spent in seconds.items()
         }
@@ -394,7 +419,7 @@ def validation_cost(batch_rows: int = BATCH_ROWS, repeats: int = 50) -> list[Fig
             samples.append(time.perf_counter() - started)
             if len(batch.rows) != batch_rows:
                 raise RuntimeError(f"validation {dataset}: {len(batch.quarantine)} rows refused")
-        per_batch = sorted(samples)[len(samples) // 2] * 1e6
+        per_batch = statistics.median(samples) * 1e6
         figures += [
             Figure(f"validation.{dataset}.batch{batch_rows}", per_batch, "us", LOWER),
             Figure(f"validation.{dataset}.per_row", per_batch / batch_rows, "us", LOWER),

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -70,10 +71,22 @@ def check_benchmarks(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for name in BENCHMARKS if name in names)
 
 
+def _database_identity(url: str) -> tuple:
+    """Where ``url``'s data lives, whatever the spelling: the resolved file of a SQLite URL; the
+    loopback-normalized host, port (default 5432) and database of a PostgreSQL URL (user,
+    password and query do not change which database it is)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite"):
+        return ("sqlite", str(Path(parsed.database or "").expanduser().resolve()))
+    host = parsed.host or "localhost"
+    host = "127.0.0.1" if host in ("localhost", "::1", "127.0.0.1") else host.lower()
+    return ("postgresql", host, parsed.port or 5432, parsed.database)
+
+
 def check_separate(workload_url: str, market_url: str) -> None:
     """Raises ``ValueError`` when the workload database is the market database (its market
-    tables would be emptied)."""
-    if make_url(workload_url) == make_url(market_url):
+    tables would be emptied), however the two URLs spell it (``_database_identity``)."""
+    if _database_identity(workload_url) == _database_identity(market_url):
         raise ValueError(
             "bench_database_url: must not be the market database (the benchmarks "
             "empty its market tables); give a scratch database"

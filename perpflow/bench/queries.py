@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.bench.figures import LOWER, Figure, server_version
@@ -203,11 +203,6 @@ class QueryWorkload:
         oldest = (self.end - timedelta(seconds=(k1 - 1) * step_s)).date()
         newest = (self.end - timedelta(seconds=k0 * step_s)).date()
         return [oldest + timedelta(days=d) for d in range((newest - oldest).days + 1)]
-
-    async def count(self) -> int:
-        """Rows in ``tickers``."""
-        async with self.engine.connect() as conn:
-            return (await conn.execute(select(func.count()).select_from(tickers))).scalar_one()
 
     def reads(self) -> dict[str, Callable[[AsyncConnection, int], Awaitable[list[Any]]]]:
         """The standard reads, each ``read(conn, i)`` for the ``i``-th repetition (venues and

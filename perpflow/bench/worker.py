@@ -1,7 +1,8 @@
 """``python -m perpflow.bench.worker MODULE:FUNCTION``: import ``MODULE``, await ``FUNCTION()``
 once, then print one JSON line ``{"rss_bytes", "peak_rss_bytes"}`` (this process's resident set
 now and at its peak). The target is named, not imported here, so this package stays free of the
-orchestration it measures. Exit status 2 for a bad target; the target's exception otherwise."""
+orchestration it measures. Exit status 2 for a malformed target; an import error, or the
+target's exception, ends it with a traceback and status 1."""
 
 from __future__ import annotations
 
