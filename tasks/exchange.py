@@ -29,7 +29,7 @@ from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 from prefect.tasks import exponential_backoff
 
-from perpflow import exchanges, normalize
+from perpflow import exchanges, history, normalize
 from perpflow.backfill import HistoryRequest
 from perpflow.settings import ExchangeConfig
 
@@ -163,7 +163,7 @@ async def fetch_funding_history(
 
     async def one(request: HistoryRequest) -> list[dict[str, Any]]:
         async with gate:
-            return await exchanges.fetch_funding_history(
+            return await history.fetch_funding_history(
                 venue,
                 markets,
                 request.symbol,

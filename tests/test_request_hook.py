@@ -3,7 +3,7 @@ awaits it, through the run's shared ccxt client, and only where it is set."""
 
 from __future__ import annotations
 
-from perpflow import exchanges
+from perpflow import exchanges, history
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.scope import RunScope
 from perpflow.settings import ExchangeConfig
@@ -26,7 +26,7 @@ async def test_every_request_awaits_the_hook_of_its_caller():
             symbol = next(iter(markets))
             now = exchanges.now_ms()
             with exchanges.before_each_request(hook):
-                rows = await exchanges.fetch_funding_history(
+                rows = await history.fetch_funding_history(
                     venue, markets, symbol, now - 60 * 24 * HOUR_MS, now, 8 * HOUR_MS
                 )
             after = len(server.requests.records("okx"))
