@@ -24,7 +24,9 @@ class Batch:
     """Rows for one (venue, dataset) plus the ones refused.
 
     ``requested``: how many rows were asked for (symbols, or settlements received for history);
-    ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``.
+    ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``;
+    ``failed``: ``{symbol: error}`` for the requested symbols the venue could not be asked for or
+    did not answer (a per-symbol call that failed), so that the ledger can account for them.
     """
 
     exchange: str
@@ -32,6 +34,7 @@ class Batch:
     requested: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def received(self) -> int:
