@@ -176,11 +176,11 @@ async def fetch_funding_history(
         pages = await asyncio.gather(*(one(request) for request in plan))
     received = exchanges.now_ms()
     batch = normalize.Batch(venue.label, "funding_history")
-    for request, history in zip(plan, pages, strict=True):
+    for request, settlements in zip(plan, pages, strict=True):
         normalize.funding_history_rows(
             venue.label,
             request.symbol,
-            history,
+            settlements,
             request.interval_ms / normalize.HOUR_MS,
             received,
             run_id,
