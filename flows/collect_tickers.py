@@ -16,10 +16,11 @@ from tasks.exchange import fetch_tickers
 from tasks.store import prepare_database
 
 
-async def _venue(ctx: RunContext, venue: ExchangeConfig) -> dict[str, Any]:
+async def _venue(ctx: RunContext, venue: ExchangeConfig) -> dict[str, Any] | None:
     async def fetch():
         markets = await venue_markets(ctx, venue)
-        return await ctx.exchange_task(fetch_tickers)(venue, quote(markets), ctx.settings.per_symbol_max, ctx.run_id)
+        fetch_task = ctx.exchange_task(fetch_tickers, venue, len(markets))
+        return await fetch_task(venue, quote(markets), ctx.settings.per_symbol_max, ctx.run_id)
 
     with tags(f"exchange:{venue.label}"):
         return await run_step(ctx, venue, tickers, fetch)
@@ -30,7 +31,8 @@ async def collect_tickers(
     exchanges: list[str] | None = None, database: str | None = None
 ) -> list[dict[str, Any]]:
     """Fetch tickers (bid, ask, last, mark and index price in quote currency; volumes) for the
-    linear perpetuals of every enabled venue (ccxt ``fetch_tickers``) and upsert them.
+    selected perpetuals of every enabled venue (ccxt ``fetch_tickers``, or ``fetch_ticker`` per
+    symbol where the venue has no bulk call or refuses it) and store them.
 
     ``exchanges``: names of ``perpflow-exchange`` blocks (default: ``PERPFLOW_EXCHANGES``);
     ``database``: name of a ``perpflow-market-database`` block (default: ``PERPFLOW_DATABASE_URL``).
@@ -41,8 +43,9 @@ async def collect_tickers(
     async with RunScope():
         await prepare_database(ctx.database_url)
         outcomes = await asyncio.gather(*(_venue(ctx, venue) for venue in ctx.venues))
-    await publish_ledger("collect-tickers-ledger", ctx, list(outcomes))
-    return list(outcomes)
+    outcomes = [outcome for outcome in outcomes if outcome is not None]
+    await publish_ledger("collect-tickers-ledger", ctx, outcomes)
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -34,11 +34,12 @@ from pydantic import SecretStr
 from sqlalchemy import Table
 
 from blocks import ExchangeBlock, MarketDatabase
+from perpflow.exchanges import offline_profile, unmatched_patterns
 from perpflow.normalize import Batch, instrument_rows
 from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig, Settings, check_database_url, load_settings
 from perpflow.store import LedgerEntry
-from tasks.exchange import load_markets, retrying
+from tasks.exchange import budgeted, load_markets, retrying
 from tasks.store import record_failure, store_batch, upsert_instruments
 
 LEDGER_COLUMNS = (
@@ -50,6 +51,8 @@ LEDGER_COLUMNS = (
     "stored",
     "duplicates",
     "quarantined",
+    "failed",
+    "attempts",
     "latency_ms",
     "error",
 )
@@ -57,6 +60,11 @@ LEDGER_COLUMNS = (
 
 class VenueStepsFailed(RuntimeError):
     """Raised at the end of a collection flow run when any venue step failed after retries."""
+
+
+class EmptySelection(ValueError):
+    """A venue's configuration selects no perpetual (patterns that match nothing, contract types
+    the venue does not list): recorded as ledger status ``empty``, a warning, not a failure."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,15 @@ class RunContext:
     database_url: SecretStr
     run_id: str
     venues: list[ExchangeConfig]
+    markets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def exchange_task(self, task_):
-        """``task_`` with the configured retry count and backoff for exchange calls; awaited in
-        the flow's process, or on the run's Dask cluster when ``dask_address`` is set."""
+    def exchange_task(self, task_, venue: ExchangeConfig | None = None, calls: int = 0):
+        """``task_`` with the configured retry count and backoff for exchange calls, and (with
+        ``venue``) a timeout for the ``calls`` requests it may make; awaited in the flow's
+        process, or on the run's Dask cluster when ``dask_address`` is set."""
         configured = retrying(task_, self.settings.exchange_retries, self.settings.retry_backoff_seconds)
+        if venue is not None:
+            configured = budgeted(configured, venue, calls)
         if not self.settings.dask_address:
             return configured
         return partial(_on_dask, self.settings, configured)
@@ -147,8 +159,22 @@ async def database_url(default: SecretStr, database: str | None) -> SecretStr:
 
 
 async def venue_markets(ctx: RunContext, venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
-    """The venue's selected perpetuals (cached task) with their instrument rows upserted."""
+    """The venue's selected perpetuals (cached task) with their instrument rows upserted.
+
+    Logs a warning for each ``symbols`` pattern that matched nothing; raises ``EmptySelection``
+    when nothing is selected at all."""
+    if venue.label in ctx.markets:
+        return ctx.markets[venue.label]
     markets = await ctx.exchange_task(load_markets)(venue)
+    ctx.markets[venue.label] = markets
+    unmatched = unmatched_patterns(markets, venue.symbols)
+    if not markets:
+        raise EmptySelection(
+            f"{venue.label}: no perpetual selected (symbols={list(venue.symbols)!r}, "
+            f"contract_types={list(venue.contract_types)!r})"
+        )
+    if unmatched:
+        get_run_logger().warning("%s: symbols %s matched no perpetual", venue.label, unmatched)
     rows = instrument_rows(venue.label, markets, int(datetime.now(UTC).timestamp() * 1000))
     await upsert_instruments(ctx.database_url, venue.label, quote(rows))
     return markets
@@ -159,25 +185,67 @@ async def run_step(
     venue: ExchangeConfig,
     table: Table,
     fetch: Callable[[], Awaitable[tuple[Batch, float]]],
-) -> dict[str, Any]:
-    """Fetch and store one (venue, dataset); returns the ledger figures as a dict.
+) -> dict[str, Any] | None:
+    """Fetch and store one (venue, dataset); returns the ledger figures as a dict, or None when
+    the venue's configuration does not want the dataset (``datasets``).
 
-    Never raises for a venue failure: a failed step writes a ``failed`` ledger row instead.
+    Never raises for a venue failure. A dataset the venue cannot serve through ccxt is recorded
+    ``unsupported`` without a call; a configuration that selects nothing ``empty``; a step whose
+    fetch or store failed after its retries ``failed``, with what it meant to fetch (the selected
+    symbols) counted as failed; a step where only some symbols failed ``partial`` (their errors
+    in ``failed_symbols``), or ``failed`` when every symbol did.
     """
-    started = datetime.now(UTC)
     dataset = table.name
+    if not venue.wants(dataset):
+        return None
+    started = datetime.now(UTC)
+    plan = offline_profile(venue).plans[dataset]
+    if not plan.supported:
+        entry = LedgerEntry(ctx.run_id, venue.label, dataset, "unsupported", started,
+                            datetime.now(UTC), None, f"not offered by ccxt: {plan.reason}")
+        return await _record(ctx, entry, 0)
     try:
         batch, latency = await fetch()
+        status, note = _status(batch), _unmatched_note(venue, ctx)
+        if batch.failed:
+            note = "; ".join(filter(None, [f"{len(batch.failed)} symbol(s) failed, e.g. "
+                                           + next(iter(batch.failed.values())), note]))
+        entry = LedgerEntry(ctx.run_id, venue.label, dataset, status, started, datetime.now(UTC),
+                            latency, note, batch.attempts)
+        result = await store_batch(ctx.database_url, table, quote(batch), entry)
+        return _outcome(entry, result.__dict__)
+    except EmptySelection as exc:
+        get_run_logger().warning("%s", exc)
+        entry = LedgerEntry(ctx.run_id, venue.label, dataset, "empty", started, datetime.now(UTC),
+                            None, str(exc))
+        return await _record(ctx, entry, 0)
     except Exception as exc:  # noqa: BLE001 - one venue's trouble stays that venue's trouble
         get_run_logger().error("%s %s failed after retries: %s", venue.label, dataset, exc)
-        entry = LedgerEntry(
-            ctx.run_id, venue.label, dataset, "failed", started, datetime.now(UTC), None, str(exc)
-        )
-        await record_failure(ctx.database_url, entry, 0)
-        return _outcome(entry, {"requested": 0, "received": 0, "stored": 0, "duplicates": 0, "quarantined": 0})
-    entry = LedgerEntry(ctx.run_id, venue.label, dataset, "ok", started, datetime.now(UTC), latency)
-    result = await store_batch(ctx.database_url, table, quote(batch), entry)
-    return _outcome(entry, result.__dict__)
+        attempts = ctx.settings.exchange_retries + 1 if getattr(exc, "transient", False) else 1
+        entry = LedgerEntry(ctx.run_id, venue.label, dataset, "failed", started,
+                            datetime.now(UTC), None, f"{type(exc).__name__}: {exc}", attempts)
+        return await _record(ctx, entry, len(ctx.markets.get(venue.label, {})))
+
+
+def _status(batch: Batch) -> str:
+    """``ok``; ``partial`` when some symbols failed (the rest stored); ``failed`` when all did."""
+    if not batch.failed:
+        return "ok"
+    return "partial" if batch.received else "failed"
+
+
+def _unmatched_note(venue: ExchangeConfig, ctx: RunContext) -> str | None:
+    unmatched = unmatched_patterns(ctx.markets.get(venue.label, {}), venue.symbols)
+    return f"symbols {unmatched!r} matched no perpetual" if unmatched else None
+
+
+async def _record(ctx: RunContext, entry: LedgerEntry, requested: int) -> dict[str, Any]:
+    """Write the ledger row of a step that stored nothing and return its figures."""
+    await record_failure(ctx.database_url, entry, requested)
+    failed = requested if entry.status == "failed" else 0
+    counts = {"requested": requested, "received": 0, "stored": 0, "duplicates": 0,
+              "quarantined": 0, "failed": failed}
+    return _outcome(entry, counts)
 
 
 def _outcome(entry: LedgerEntry, counts: dict[str, int]) -> dict[str, Any]:
@@ -193,8 +261,10 @@ async def publish_ledger(key: str, ctx: RunContext, outcomes: list[dict[str, Any
         table=outcomes,
         key=key,
         description=f"Collection ledger of run {ctx.run_id}: one row per (exchange, dataset); "
-        "requested = stored + duplicates + quarantined for every ok row.",
+        "requested = stored + duplicates + quarantined + failed for every row; status ok, "
+        "partial (some symbols failed), failed, unsupported (the venue has no such call in "
+        "ccxt) or empty (nothing selected).",
     )
-    failed = [f"{o['exchange']} {o['dataset']}: {o['error']}" for o in outcomes if o["status"] != "ok"]
+    failed = [f"{o['exchange']} {o['dataset']}: {o['error']}" for o in outcomes if o["status"] == "failed"]
     if failed:
         raise VenueStepsFailed(f"{len(failed)} venue step(s) failed: " + "; ".join(failed))

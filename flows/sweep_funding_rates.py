@@ -37,18 +37,16 @@ async def _venue(
     loaded: dict[str, Any] = {}
 
     async def rates():
-        loaded["markets"] = await venue_markets(ctx, venue)
-        batch, latency = await ctx.exchange_task(fetch_funding_rates)(
-            venue, quote(loaded["markets"]), settings.per_symbol_max, settings.max_abs_funding_rate, ctx.run_id
+        markets = await venue_markets(ctx, venue)
+        batch, latency = await ctx.exchange_task(fetch_funding_rates, venue, len(markets))(
+            venue, quote(markets), settings.per_symbol_max, settings.max_abs_funding_rate, ctx.run_id
         )
         hours = {row["symbol"]: row["interval_hours"] for row in batch.rows if row["interval_hours"]}
         await set_funding_intervals(ctx.database_url, venue.label, quote(hours))
         return batch, latency
 
     async def history():
-        if "markets" not in loaded:
-            raise RuntimeError("no market list: load-markets failed (see funding_rates)")
-        markets = loaded["markets"]
+        markets = await venue_markets(ctx, venue)
         watermarks = await funding_watermarks(ctx.database_url, venue.label)
         lookback = int(settings.funding_history_lookback_days * DAY_MS)
         plan = plan_history(list(markets), watermarks, now_ms(), lookback)
@@ -62,19 +60,19 @@ async def _venue(
         )
         if loaded["backfill"]:
             await progress.show(f"{venue.label}: {len(plan)} symbol window(s)")
-        return await ctx.exchange_task(fetch_funding_history)(
+        return await ctx.exchange_task(fetch_funding_history, venue, 3 * len(plan))(
             venue, quote(markets), quote(plan), settings.max_abs_funding_rate, ctx.run_id
         )
 
     with tags(f"exchange:{venue.label}"):
         current = await run_step(ctx, venue, funding_rates, rates)
         realized = await run_step(ctx, venue, funding_history, history)
-        if realized["status"] == "ok" and loaded.get("gaps"):
+        if realized and realized["status"] == "ok" and loaded.get("gaps"):
             resolved += await resolve_funding_gaps(
                 ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
             )
     await progress.advance(1, f"{venue.label} done")
-    return [current, realized]
+    return [outcome for outcome in (current, realized) if outcome is not None]
 
 
 async def _report_gaps(resolved: list[dict[str, Any]]) -> None:

@@ -15,12 +15,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from perpflow import capabilities
 from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig
 
@@ -30,57 +34,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Capability:
-    """What one ccxt venue needs beyond the unified API: data, not code branches.
+    """What ccxt cannot tell about a venue: data, not code branches (everything else comes from
+    ccxt through ``perpflow.capabilities``).
 
-    - ``ccxt_config``: constructor defaults (e.g. which market types ``load_markets`` fetches).
-    - ``bid_ask_method``: ccxt method that adds bid/ask when ``fetch_tickers`` lacks them
-      (binance USD-M's ``/fapi/v1/ticker/24hr`` has no book prices; ``fetch_bids_asks`` does).
-    - ``funding_intervals_method``: ccxt method giving per-symbol funding intervals when the
-      funding-rate endpoint does not (binance ``/fapi/v1/fundingInfo``); symbols it omits use
-      ``default_interval_hours``.
+    - ``default_interval_hours``: the funding interval of symbols the venue's interval call leaves
+      out (Binance's ``fundingInfo`` lists only symbols whose interval differs from 8 h).
     - ``history_page_limit``: the venue's page cap for ``fetch_funding_rate_history``.
     - ``history_until_param`` / ``history_until_exclusive``: how an upper time bound is passed to
       ``fetch_funding_rate_history`` (ccxt's unified ``until``, or okx's raw ``after``, which is
       exclusive).
-    - ``rows_path`` / ``row_id_key``: where a bulk response keeps its rows and which field holds
-      the venue's market id, so that when ccxt cannot parse a response the rows are parsed one by
-      one and only the bad ones are quarantined.
     """
 
-    ccxt_config: dict[str, Any]
-    rows_path: tuple[str, ...] = ("data",)
-    row_id_key: str = "symbol"
-    bid_ask_method: str | None = None
-    funding_intervals_method: str | None = None
     default_interval_hours: float | None = None
     history_page_limit: int = 100
     history_until_param: str = "until"
     history_until_exclusive: bool = False
 
 
+_BINANCE_FAMILY = Capability(default_interval_hours=8, history_page_limit=1000)
 CAPABILITIES: dict[str, Capability] = {
-    "binanceusdm": Capability(
-        ccxt_config={"options": {"fetchMarkets": {"types": ["linear"]}, "fetchCurrencies": False}},
-        bid_ask_method="fetch_bids_asks",
-        funding_intervals_method="fetch_funding_intervals",
-        default_interval_hours=8,
-        history_page_limit=1000,
-        rows_path=(),
-    ),
-    "bybit": Capability(
-        ccxt_config={"options": {"fetchMarkets": {"types": ["linear"]}}},
-        history_page_limit=200,
-        rows_path=("result", "list"),
-    ),
-    "okx": Capability(
-        ccxt_config={"options": {"fetchMarkets": {"types": ["swap"]}}},
-        history_page_limit=100,
-        history_until_param="after",
-        history_until_exclusive=True,
-        row_id_key="instId",
-    ),
+    "binance": _BINANCE_FAMILY,
+    "binanceusdm": _BINANCE_FAMILY,
+    "binancecoinm": _BINANCE_FAMILY,
+    "bybit": Capability(history_page_limit=200),
+    "okx": Capability(history_page_limit=100, history_until_param="after",
+                      history_until_exclusive=True),
 }
-GENERIC_CAPABILITY = Capability(ccxt_config={})
+GENERIC_CAPABILITY = Capability()
 
 
 def capability(exchange_id: str) -> Capability:
@@ -92,76 +72,84 @@ class ExchangeError(Exception):
     """A venue call failed; raised once, at the exchange boundary, from a ccxt error.
 
     ``venue`` is the venue label, ``call`` the ccxt method, ``transient`` whether a retry may
-    succeed (ccxt's NetworkError family: RequestTimeout, ExchangeNotAvailable, DDoSProtection,
-    RateLimitExceeded). The message never contains credentials.
+    succeed, ``retry_after`` the seconds the venue asked to wait (its ``Retry-After`` header) or
+    None. The message never contains credentials.
     """
 
     transient = False
 
-    def __init__(self, venue: str, call: str, cause: BaseException):
-        self.venue, self.call = venue, call
-        super().__init__(f"{venue} {call}: {type(cause).__name__}: {str(cause)[:500]}")
+    def __init__(self, venue: str, call: str, cause: BaseException, retry_after: float | None = None):
+        self.venue, self.call, self.retry_after = venue, call, retry_after
+        self.error_class = type(cause).__name__
+        super().__init__(f"{venue} {call}: {self.error_class}: {str(cause)[:500]}")
 
 
 class TransientExchangeError(ExchangeError):
-    """A venue call failed in a way that a later retry may not (timeouts, 5xx, 429)."""
+    """A venue call failed in a way that a later retry may not: ccxt's ``OperationFailed``
+    family (``NetworkError``: timeouts, 5xx, 429, maintenance; ``BadResponse``/``NullResponse``:
+    a truncated or empty body), a connection reset mid-response, or a non-JSON page (an HTML
+    error page served with status 200)."""
 
     transient = True
 
 
 class PermanentExchangeError(ExchangeError):
-    """A venue call failed in a way a retry will not fix (bad symbol, auth, bad request)."""
+    """A venue call failed in a way a retry will not fix (bad symbol, auth, bad request, not
+    supported)."""
 
 
 class PayloadError(PermanentExchangeError):
-    """The venue answered, but ccxt could not parse the payload (e.g. a non-numeric price)."""
+    """The venue answered JSON, but ccxt could not parse the payload (e.g. a non-numeric price)."""
 
 
 PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, AttributeError)
+# Raised by aiohttp below ccxt when a connection drops while the body is read.
+_RESETS = (ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientPayloadError,
+           aiohttp.ServerDisconnectedError)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The ``Retry-After`` of response ``headers`` in seconds (delta-seconds or an HTTP date),
+    else None."""
+    if not headers:
+        return None
+    value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(str(value)).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _answered_json(client: Any) -> bool:
+    # ccxt keeps the last decoded JSON body; a page that was not JSON (HTML at 200) leaves None.
+    return client is None or getattr(client, "last_json_response", None) is not None
 
 
 async def call(venue: str, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
-    """Await ``fn(*args, **kw)`` (a ccxt method) and translate ccxt errors into ExchangeError
-    (and a parse failure inside ccxt into PayloadError)."""
+    """Await ``fn(*args, **kw)`` (a bound ccxt method) and translate what it raises into
+    ``TransientExchangeError`` (ccxt ``OperationFailed`` family, connection resets, a non-JSON
+    body), ``PayloadError`` (ccxt could not parse a JSON payload) or ``PermanentExchangeError``
+    (every other ccxt error). A transient error carries the venue's ``Retry-After``."""
+    client = getattr(fn, "__self__", None)
     try:
         return await fn(*args, **kw)
-    except ccxt.NetworkError as exc:
-        raise TransientExchangeError(venue, name, exc) from exc
+    except ccxt.OperationFailed as exc:
+        headers = getattr(client, "last_response_headers", None)
+        raise TransientExchangeError(venue, name, exc, retry_after_seconds(headers)) from exc
     except ccxt.BaseError as exc:
         raise PermanentExchangeError(venue, name, exc) from exc
+    except _RESETS as exc:
+        raise TransientExchangeError(venue, name, exc) from exc
     except PARSE_ERRORS as exc:
+        if not _answered_json(client):
+            raise TransientExchangeError(venue, name, exc) from exc
         raise PayloadError(venue, name, exc) from exc
-
-
-Unparsed = list[tuple[dict[str, Any], str | None, str]]
-
-
-async def _bulk(
-    client: ccxt_async.Exchange, venue: ExchangeConfig, name: str, parser: str, symbols: list[str]
-) -> tuple[dict[str, dict[str, Any]], Unparsed]:
-    """Call the bulk ccxt method ``name``; if ccxt cannot parse the payload, parse its rows one
-    by one with ``parser`` and return the ones it refuses as ``(raw row, symbol, reason)``."""
-    try:
-        return await call(venue.label, name, getattr(client, name), symbols), []
-    except PayloadError:
-        rows = client.last_json_response
-        for key in capability(venue.id).rows_path:
-            rows = rows.get(key) if isinstance(rows, dict) else None
-        if not isinstance(rows, list):
-            raise
-    wanted, parsed, unparsed = set(symbols), {}, []
-    id_key = capability(venue.id).row_id_key
-    for raw in rows:
-        symbol = client.safe_symbol(raw.get(id_key)) if isinstance(raw, dict) else None
-        try:
-            item = getattr(client, parser)(raw)
-        except PARSE_ERRORS + (ccxt.BaseError,) as exc:
-            if symbol in wanted:
-                unparsed.append((raw, symbol, f"ccxt {parser}: {type(exc).__name__}: {exc}"))
-            continue
-        if item.get("symbol") in wanted:
-            parsed[item["symbol"]] = item
-    return parsed, unparsed
 
 
 def rewrite_api_urls(api: Any, base_url: str) -> Any:
@@ -237,11 +225,13 @@ def _gate_requests(client: ccxt_async.Exchange) -> None:
 
 
 def _client_config(venue: ExchangeConfig) -> dict[str, Any]:
-    """ccxt constructor config: capability defaults, then ``venue.ccxt_config``, then keys."""
+    """ccxt constructor config: rate limiter and last-JSON on, no currency list (the collectors
+    never need it, and on some venues it is a private call), then ``venue.ccxt_config``, then
+    credentials."""
     config = _merge(
-        {"enableRateLimit": True, "enableLastJsonResponse": True}, capability(venue.id).ccxt_config
+        {"enableRateLimit": True, "enableLastJsonResponse": True, "has": {"fetchCurrencies": False}},
+        venue.ccxt_config,
     )
-    config = _merge(config, venue.ccxt_config)
     if venue.api_key is not None:
         config["apiKey"] = venue.api_key.get_secret_value()
     if venue.secret is not None:
@@ -249,18 +239,42 @@ def _client_config(venue: ExchangeConfig) -> dict[str, Any]:
     return config
 
 
+def _load_only_perpetual_types(client: ccxt_async.Exchange, venue: ExchangeConfig) -> None:
+    """Make ``load_markets`` fetch only the market lists that can hold the wanted perpetuals
+    (``capabilities.swap_market_types``), unless ``venue.ccxt_config`` sets the types itself."""
+    if "types" in (venue.ccxt_config.get("options", {}).get("fetchMarkets") or {}):
+        return
+    option = client.options.get("fetchMarkets")
+    types = capabilities.swap_market_types(option, venue.contract_types)
+    if types is not None:
+        client.options["fetchMarkets"] = {**option, "types": types}
+
+
 def build_client(venue: ExchangeConfig) -> ccxt_async.Exchange:
     """A new ccxt async client for ``venue`` (rate limiter on; caller must ``close()`` it).
 
-    Config is the venue capability's defaults, then ``venue.ccxt_config``, then credentials;
-    with ``venue.api_url`` every ``urls['api']`` entry is rewritten to it. Each HTTP request
-    first awaits the hook of ``before_each_request`` when one is set.
+    Config: see ``_client_config``; market loading is limited to perpetual market types; with
+    ``venue.api_url`` every ``urls['api']`` entry is rewritten to it. Each HTTP request first
+    awaits the hook of ``before_each_request`` when one is set.
     """
     client = getattr(ccxt_async, venue.id)(_client_config(venue))
+    _load_only_perpetual_types(client, venue)
     if venue.api_url:
         client.urls["api"] = rewrite_api_urls(client.urls["api"], venue.api_url)
     _gate_requests(client)
     return client
+
+
+@lru_cache(maxsize=256)
+def offline_profile(venue: ExchangeConfig) -> capabilities.VenueProfile:
+    """``venue``'s profile from its configured ccxt class, built without a client or a request
+    (for plans and time budgets decided before a step runs)."""
+    return capabilities.profile(getattr(ccxt, venue.id)(_client_config(venue)), venue.contract_types)
+
+
+def venue_profile(client: ccxt_async.Exchange, venue: ExchangeConfig) -> capabilities.VenueProfile:
+    """What the collectors do with ``venue``, from its configured ccxt client."""
+    return capabilities.profile(client, venue.contract_types)
 
 
 def requests_per_second(venue: ExchangeConfig) -> float:
@@ -280,126 +294,67 @@ async def _close(client: ccxt_async.Exchange) -> None:
     await client.close()
 
 
-def is_linear_perpetual(market: dict[str, Any]) -> bool:
-    """True for an active linear perpetual swap (settled in its quote currency).
-
-    A market whose ``linear`` flag ccxt could not set (the venue's list lacks a category) counts
-    as linear when it is not inverse and its settle currency equals its quote currency.
-    """
-    if not market.get("swap") or market.get("active") is False:
-        return False
-    if market.get("linear"):
-        return True
-    return market.get("inverse") is not True and market.get("settle") == market.get("quote")
+def contract_type(market: dict[str, Any]) -> str:
+    """``'inverse'`` for a coin-settled contract (ccxt ``inverse``), else ``'linear'`` (ccxt
+    ``linear``, or settled in its quote currency where the venue's list lacks the flag)."""
+    if market.get("inverse") is True:
+        return "inverse"
+    if market.get("linear") is False and market.get("settle") not in (None, market.get("quote")):
+        return "inverse"
+    return "linear"
 
 
-def select_markets(markets: dict[str, dict[str, Any]], patterns: tuple[str, ...]) -> dict[str, dict]:
-    """The linear perpetuals of ``markets`` (ccxt ``exchange.markets``) matching ``patterns``.
+def is_perpetual(market: dict[str, Any]) -> bool:
+    """True for a ccxt market that is a perpetual swap (``swap``) and not marked inactive."""
+    return bool(market.get("swap")) and market.get("active") is not False
 
-    ``patterns`` are fnmatch patterns on unified symbols; empty selects all. Returns
-    ``{symbol: market}`` sorted by symbol.
+
+def _named(symbol: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(symbol, p) for p in patterns)
+
+
+def select_markets(
+    markets: dict[str, dict[str, Any]],
+    patterns: tuple[str, ...],
+    contract_types: tuple[str, ...] = capabilities.CONTRACT_TYPES,
+) -> dict[str, dict]:
+    """The perpetuals of ``markets`` (ccxt ``exchange.markets``) to collect.
+
+    ``patterns`` are fnmatch patterns on unified symbols (empty: all); ``contract_types`` the
+    contract types (``linear``, ``inverse``) taken. A symbol named exactly in ``patterns`` is
+    taken whatever its contract type. Returns ``{symbol: market}`` sorted by symbol.
     """
     chosen = {
         symbol: market
         for symbol, market in markets.items()
-        if is_linear_perpetual(market)
-        and (not patterns or any(fnmatch.fnmatchcase(symbol, p) for p in patterns))
+        if is_perpetual(market)
+        and (symbol in patterns
+             or (contract_type(market) in contract_types and (not patterns or _named(symbol, patterns))))
     }
     return dict(sorted(chosen.items()))
 
 
-async def load_perpetuals(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
-    """Load ``venue``'s markets (ccxt ``load_markets``) and return its selected linear perpetuals.
+def unmatched_patterns(selected: dict[str, dict[str, Any]], patterns: tuple[str, ...]) -> list[str]:
+    """The ``patterns`` that matched none of the ``selected`` symbols (each worth a warning: a
+    misspelled symbol collects nothing)."""
+    return [p for p in patterns if not any(fnmatch.fnmatchcase(s, p) for s in selected)]
 
-    Returns ``{symbol: ccxt market dict}``. Raises ExchangeError.
-    """
+
+async def load_perpetuals(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
+    """Load ``venue``'s markets (ccxt ``load_markets``, perpetual market types only) and return
+    the selected perpetuals as ``{symbol: ccxt market dict}``. Raises ExchangeError."""
     async with exchange_client(venue) as client:
         markets = await call(venue.label, "load_markets", client.load_markets)
-    return select_markets(markets, venue.symbols)
+    return select_markets(markets, venue.symbols, venue.contract_types)
 
 
-def _use_single(symbols: list[str], per_symbol_max: int) -> bool:
-    return 0 < len(symbols) <= per_symbol_max
-
-
-async def _per_symbol(venue: str, name: str, fn: Callable[..., Awaitable[dict]], symbols: list[str]):
-    results = await asyncio.gather(*(call(venue, name, fn, symbol) for symbol in symbols))
-    return {symbol: item for symbol, item in zip(symbols, results, strict=True)}
-
-
-def _with_markets(client: ccxt_async.Exchange, markets: dict[str, dict[str, Any]]) -> None:
+def with_markets(client: ccxt_async.Exchange, markets: dict[str, dict[str, Any]]) -> None:
     """Give a client the markets loaded (and cached) earlier so that ccxt does not reload them."""
     if not client.markets:
         client.set_markets(markets)
 
 
+
 def now_ms() -> int:
     """The current UTC time in milliseconds since the epoch."""
     return int(time.time() * 1000)
-
-
-async def fetch_tickers(
-    venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
-) -> tuple[dict[str, dict[str, Any]], int, Unparsed]:
-    """Fetch tickers for the selected ``markets`` (``{symbol: ccxt market}``).
-
-    Uses ccxt ``fetch_tickers`` (``fetch_ticker`` per symbol for lists of at most
-    ``per_symbol_max``), then fills bid/ask from the capability's ``bid_ask_method`` when set.
-    Returns ``({symbol: ccxt unified ticker}, received_ms, unparsed)``: prices in quote currency,
-    ``timestamp`` in UTC ms or None when the venue gives none; ``received_ms`` is the UTC ms
-    receipt time; ``unparsed`` the raw rows ccxt could not parse, as ``(row, symbol, reason)``.
-    Raises ExchangeError.
-    """
-    cap, symbols, unparsed = capability(venue.id), list(markets), []
-    async with exchange_client(venue) as client:
-        _with_markets(client, markets)
-        if _use_single(symbols, per_symbol_max):
-            tickers = await _per_symbol(venue.label, "fetch_ticker", client.fetch_ticker, symbols)
-        else:
-            tickers, unparsed = await _bulk(client, venue, "fetch_tickers", "parse_ticker", symbols)
-        if cap.bid_ask_method:
-            method = getattr(client, cap.bid_ask_method)
-            books = await call(venue.label, cap.bid_ask_method, method, symbols)
-            for symbol, ticker in tickers.items():
-                book = books.get(symbol) or {}
-                for field in ("bid", "ask", "bidVolume", "askVolume"):
-                    if ticker.get(field) is None:
-                        ticker[field] = book.get(field)
-    return tickers, now_ms(), unparsed
-
-
-async def fetch_funding_rates(
-    venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int
-) -> tuple[dict[str, dict[str, Any]], int, Unparsed]:
-    """Fetch current (and, where given, predicted) funding rates for the selected ``markets``.
-
-    Uses ccxt ``fetch_funding_rates`` (``fetch_funding_rate`` per symbol for short lists or when
-    the venue has no bulk call); where the capability names a ``funding_intervals_method`` the
-    ``interval`` field (e.g. ``'8h'``) is filled from it (``default_interval_hours`` for symbols it
-    omits; unknown when that call fails). Returns ``({symbol: ccxt funding-rate dict},
-    received_ms, unparsed)`` with ``fundingRate`` as a fraction per funding interval, timestamps
-    in UTC ms, and the raw rows ccxt could not parse. Raises ExchangeError.
-    """
-    cap, symbols, unparsed = capability(venue.id), list(markets), []
-    async with exchange_client(venue) as client:
-        _with_markets(client, markets)
-        if _use_single(symbols, per_symbol_max) or not client.has.get("fetchFundingRates"):
-            rates = await _per_symbol(
-                venue.label, "fetch_funding_rate", client.fetch_funding_rate, symbols
-            )
-        else:
-            rates, unparsed = await _bulk(
-                client, venue, "fetch_funding_rates", "parse_funding_rate", symbols
-            )
-        if cap.funding_intervals_method:
-            method = getattr(client, cap.funding_intervals_method)
-            try:
-                intervals = await call(venue.label, cap.funding_intervals_method, method, symbols)
-            except ExchangeError as exc:  # auxiliary: the rates stand, the interval stays unknown
-                log.warning("%s: funding intervals unavailable, stored as unknown: %s", venue.label, exc)
-                return rates, now_ms(), unparsed
-            default = f"{cap.default_interval_hours:g}h" if cap.default_interval_hours else None
-            for symbol, rate in rates.items():
-                if rate.get("interval") is None:
-                    rate["interval"] = (intervals.get(symbol) or {}).get("interval") or default
-    return rates, now_ms(), unparsed

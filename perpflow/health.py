@@ -25,7 +25,8 @@ from perpflow.store import collection_ledger, funding_history, funding_rates, in
 from perpflow.store.monitoring import OVERALL
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
-RANK = {OK: 0, WARN: 1, CRIT: 2}
+NA = "n/a"  # nothing to judge: the venue does not offer the dataset, or it is not collected there
+RANK = {NA: 0, OK: 0, WARN: 1, CRIT: 2}
 FAILED_STATES = {"FAILED", "CRASHED"}
 
 
@@ -234,7 +235,10 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
     ``ticker_interval_seconds``, funding rates every ``funding_interval_seconds``, realized
     funding every (shortest funding interval of the venue + the sweep interval). ``WARN`` past
     ``health_stale_warn_factor`` schedules, ``CRIT`` past ``health_stale_crit_factor`` or when a
-    venue with instruments has no row at all."""
+    venue's collection of the dataset has run and stored no row at all. ``n/a`` when the venue's
+    newest ledger row for the dataset says ``unsupported`` (ccxt offers no call for it) or when the
+    dataset was never collected for the venue (its configuration leaves it out); ``WARN`` when it
+    says ``empty`` (the configuration selects no perpetual)."""
     async with engine.connect() as conn:
         venues = dict(
             (
@@ -262,6 +266,7 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
         history = select(funding_history.c.exchange, func.max(funding_history.c.funding_ts))
         for exchange, ts in await conn.execute(history.group_by(funding_history.c.exchange)):
             newest[(exchange, funding_history.name)] = ts
+        ledger = await _newest_ledger_status(conn)
     checks = []
     for venue in sorted(venues):
         schedules = {
@@ -272,8 +277,18 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
         for dataset, schedule in schedules.items():
             ts = newest.get((venue, dataset))
             name = f"freshness.{venue}.{dataset}"
+            status, note = ledger.get((venue, dataset), (None, None))
+            if status == "unsupported":
+                checks.append(Check(name, NA, None, None, f"not offered by the venue: {note}"))
+                continue
+            if status == "empty":
+                checks.append(Check(name, WARN, None, None, f"nothing selected: {note}"))
+                continue
             if ts is None:
-                checks.append(Check(name, CRIT, None, "s", "no rows stored"))
+                if status is None:
+                    checks.append(Check(name, NA, None, None, "not collected for this venue"))
+                else:
+                    checks.append(Check(name, CRIT, None, "s", "no rows stored"))
                 continue
             age = (now - ts).total_seconds()
             status = level(age / schedule, s.health_stale_warn_factor, s.health_stale_crit_factor)
@@ -289,13 +304,33 @@ async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> l
     return checks
 
 
+async def _newest_ledger_status(conn) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """``{(exchange, dataset): (status, error)}`` of each pair's newest collection-ledger row."""
+    ledger = collection_ledger.c
+    newest = (
+        select(ledger.exchange, ledger.dataset, func.max(ledger.started_at).label("started_at"))
+        .group_by(ledger.exchange, ledger.dataset)
+        .subquery()
+    )
+    query = select(ledger.exchange, ledger.dataset, ledger.status, ledger.error).join(
+        newest,
+        (newest.c.exchange == ledger.exchange)
+        & (newest.c.dataset == ledger.dataset)
+        & (newest.c.started_at == ledger.started_at),
+    )
+    return {(x, d): (status, error) for x, d, status, error in await conn.execute(query)}
+
+
 async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list[Check]:
     """Per venue over the last hour and day (ledger rows started then): runs, failed steps and
-    rows requested/stored/duplicate/quarantined; ``CRIT`` when rows are unaccounted for
-    (requested - stored - duplicates - quarantined over ``ok`` steps is not 0) or the failure
-    rate reaches ``health_failure_rate_crit``, ``WARN`` from ``health_failure_rate_warn``."""
+    rows requested/stored/duplicate/quarantined/failed; ``CRIT`` when rows are unaccounted for
+    (requested - stored - duplicates - quarantined - failed is not 0 on any step) or the failure
+    rate (``failed`` steps / steps) reaches ``health_failure_rate_crit``, ``WARN`` from
+    ``health_failure_rate_warn``; ``WARN`` at least when any symbol failed (``partial`` steps).
+    Steps the venue cannot serve (``unsupported``) or whose selection is empty do not count as
+    failed."""
     ledger = collection_ledger.c
-    ok = ledger.status == "ok"
+    failed_step = ledger.status == "failed"
     checks = []
     async with engine.connect() as conn:
         for label, span in (("1h", timedelta(hours=1)), ("24h", timedelta(days=1))):
@@ -304,22 +339,18 @@ async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list
                     ledger.exchange,
                     func.count(distinct(ledger.run_id)),
                     func.count(),
-                    func.sum(case((ok, 0), else_=1)),
+                    func.sum(case((failed_step, 1), else_=0)),
                     func.sum(ledger.requested),
                     func.sum(ledger.stored),
                     func.sum(ledger.duplicates),
                     func.sum(ledger.quarantined),
+                    func.sum(ledger.failed),
                     func.sum(
-                        case(
-                            (
-                                ok,
-                                ledger.requested
-                                - ledger.stored
-                                - ledger.duplicates
-                                - ledger.quarantined,
-                            ),
-                            else_=0,
-                        )
+                        ledger.requested
+                        - ledger.stored
+                        - ledger.duplicates
+                        - ledger.quarantined
+                        - ledger.failed
                     ),
                 )
                 .where(ledger.started_at >= now - span)
@@ -335,6 +366,7 @@ async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list
                 stored,
                 dupes,
                 quarantined,
+                rows_failed,
                 unaccounted,
             ) in await conn.execute(query):
                 rate = failed / steps
@@ -343,6 +375,8 @@ async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list
                     if unaccounted
                     else level(rate, s.health_failure_rate_warn, s.health_failure_rate_crit)
                 )
+                if status == OK and rows_failed:
+                    status = WARN  # some symbols failed in steps that otherwise stored
                 checks.append(
                     Check(
                         f"ledger.{venue}.{label}",
@@ -351,7 +385,7 @@ async def ledger_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list
                         "count",
                         f"{runs} runs, {failed}/{steps} steps failed; rows requested {requested}, "
                         f"stored {stored}, duplicate {dupes}, quarantined {quarantined}, "
-                        f"unaccounted {unaccounted}",
+                        f"failed {rows_failed}, unaccounted {unaccounted}",
                     )
                 )
     return checks

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perpflow.exchanges import _with_markets, call, capability, exchange_client
+from perpflow.exchanges import call, capability, exchange_client, with_markets
 from perpflow.settings import ExchangeConfig
 
 
@@ -36,7 +36,7 @@ async def fetch_funding_history(
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
     async with exchange_client(venue) as client:
-        _with_markets(client, markets)
+        with_markets(client, markets)
         cursor = since_ms
         while cursor <= until_ms:
             upper = min(cursor + window - 1, until_ms)

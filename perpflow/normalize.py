@@ -26,7 +26,8 @@ class Batch:
     ``requested``: how many rows were asked for (symbols, or settlements received for history);
     ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``;
     ``failed``: ``{symbol: error}`` for the requested symbols the venue could not be asked for or
-    did not answer (a per-symbol call that failed), so that the ledger can account for them.
+    did not answer (a per-symbol call that failed), so that the ledger can account for them;
+    ``attempts``: runs of the fetch task that produced it (1 + retries used).
     """
 
     exchange: str
@@ -35,6 +36,7 @@ class Batch:
     rows: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    attempts: int = 1
 
     @property
     def received(self) -> int:

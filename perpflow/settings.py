@@ -8,13 +8,14 @@ bad value fails at start with an error that names the field and the value.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
-import ccxt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from perpflow.capabilities import lists_perpetuals
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/perpflow.sqlite"
@@ -56,7 +57,10 @@ class ExchangeConfig(BaseModel):
     ``id`` is the ccxt exchange id (``binanceusdm``, ``bybit``, ``okx``, ...); ``name`` is the label
     stored in the ``exchange`` column (defaults to ``id``; set it to run two accounts or mirrors of
     one ccxt id side by side). ``symbols`` are fnmatch patterns on ccxt unified symbols
-    (``BTC/USDT:USDT``, ``*/USDT:USDT``); empty means every linear perpetual. ``ccxt_config`` is
+    (``BTC/USDT:USDT``, ``*/USDT:USDT``); empty means every perpetual of ``contract_types``
+    (``linear``: settled in the quote currency, USDT/USDC...; ``inverse``: coin-settled; a symbol
+    named exactly is taken whatever its type). ``datasets`` lists the datasets collected from the
+    venue (default: every one the venue supports through ccxt). ``ccxt_config`` is
     merged into the ccxt constructor config (``options``, ``timeout`` in ms, ...), on top of the
     venue's capability defaults. ``api_url`` points every REST base URL of the venue at a proxy,
     testnet mirror or the local emulator (see ``perpflow.exchanges.rewrite_api_urls``).
@@ -68,6 +72,8 @@ class ExchangeConfig(BaseModel):
     name: str | None = None
     enabled: bool = True
     symbols: tuple[str, ...] = ()
+    contract_types: tuple[Literal["linear", "inverse"], ...] = ("linear", "inverse")
+    datasets: tuple[Literal["tickers", "funding_rates", "funding_history"], ...] | None = None
     ccxt_config: dict[str, Any] = Field(default_factory=dict)
     api_url: str | None = None
     api_key: SecretStr | None = None
@@ -76,9 +82,20 @@ class ExchangeConfig(BaseModel):
     @field_validator("id")
     @classmethod
     def _known_ccxt_id(cls, value: str) -> str:
-        if value not in ccxt.exchanges:
-            raise ValueError(f"id: unknown ccxt exchange id {value!r}")
+        if not lists_perpetuals(value):
+            raise ValueError(f"id: ccxt exchange {value!r} lists no perpetual swaps")
         return value
+
+    @field_validator("contract_types", "datasets")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...] | None, info) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(f"{info.field_name}: empty; leave it out for the default")
+        return value
+
+    def wants(self, dataset: str) -> bool:
+        """True when ``dataset`` is to be collected from this venue (``datasets`` unset: all)."""
+        return self.datasets is None or dataset in self.datasets
 
     @field_validator("api_url")
     @classmethod

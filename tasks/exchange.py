@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -25,15 +25,18 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.orchestration import get_client
+from prefect.context import TaskRunContext
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectNotFound
 from prefect.tasks import exponential_backoff
 
-from perpflow import exchanges, history, normalize
+from perpflow import exchanges, history, normalize, snapshots
 from perpflow.backfill import HistoryRequest
+from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig
 
 HISTORY_CONCURRENCY = 8
+MAX_RETRY_AFTER_S = 120.0
 
 
 def is_transient(task, task_run, state) -> bool:
@@ -98,8 +101,70 @@ async def load_markets(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
     """``{symbol: ccxt market}`` of ``venue``'s selected linear perpetuals (ccxt
     ``load_markets``: e.g. binance ``/fapi/v1/exchangeInfo``, bybit
     ``/v5/market/instruments-info``, okx ``/api/v5/public/instruments``); cached for 1 h."""
-    async with venue_rate_limit(venue):
+    async with honouring_retry_after(), venue_rate_limit(venue):
         return await exchanges.load_perpetuals(venue)
+
+
+def _attempt() -> int:
+    """This task run's attempt (1 for the first run; 1 outside a task run)."""
+    ctx = TaskRunContext.get()
+    return max(1, ctx.task_run.run_count) if ctx is not None else 1
+
+
+def _last_attempt() -> bool:
+    """True in a task run's last allowed attempt (or outside a task run)."""
+    ctx = TaskRunContext.get()
+    return ctx is None or _attempt() > (ctx.task.retries or 0)
+
+
+@asynccontextmanager
+async def honouring_retry_after() -> AsyncIterator[None]:
+    """Within the block, a transient venue error that carries the venue's ``Retry-After`` waits
+    that long (at most ``MAX_RETRY_AFTER_S``) before it reaches Prefect, whose retry then adds its
+    own backoff: the venue's wish is kept within the task's retry count."""
+    try:
+        yield
+    except exchanges.ExchangeError as exc:
+        if exc.transient and exc.retry_after and not _last_attempt():
+            await asyncio.sleep(min(exc.retry_after, MAX_RETRY_AFTER_S))
+        raise
+
+
+def budgeted(task_, venue: ExchangeConfig, calls: int):
+    """``task_`` with a timeout that grows with the ``calls`` it may make to ``venue`` (see
+    ``VenueProfile.budget_seconds``), never below the task's own timeout."""
+    budget = exchanges.offline_profile(venue).budget_seconds(calls)
+    return task_.with_options(timeout_seconds=max(task_.timeout_seconds or 0, budget))
+
+
+async def _forget(_: dict) -> None:
+    return None
+
+
+async def _snapshot_batch(
+    venue: ExchangeConfig,
+    dataset: str,
+    markets: dict[str, dict[str, Any]],
+    per_symbol_max: int,
+    run_id: str,
+    normalize_rows: Callable[[list[str], snapshots.Fetched], normalize.Batch],
+) -> tuple[normalize.Batch, float]:
+    """Fetch a snapshot dataset and normalize it; symbols whose own call failed are the batch's
+    ``failed``. A transient failure of some symbols raises (so Prefect retries) until the last
+    attempt, and a retry asks only for the symbols not fetched yet (kept for the run)."""
+    started = time.perf_counter()
+    async with borrow(f"fetched:{run_id}:{venue.label}:{dataset}", dict, _forget) as done:
+        async with honouring_retry_after(), venue_rate_limit(venue):
+            fetched = await snapshots.fetch_snapshots(venue, dataset, markets, per_symbol_max, done)
+            transient = [e for e in fetched.failed.values() if e.transient]
+            if transient and not _last_attempt():
+                raise snapshots.SymbolsFailed(venue.label, dataset, fetched.failed)
+    latency = (time.perf_counter() - started) * 1000
+    batch = normalize_rows([s for s in markets if s not in fetched.failed], fetched)
+    batch.requested += len(fetched.failed)
+    batch.failed = {s: str(e) for s, e in fetched.failed.items()}
+    batch.attempts = _attempt()
+    return batch, latency
 
 
 @task(
@@ -110,13 +175,15 @@ async def load_markets(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
 async def fetch_tickers(
     venue: ExchangeConfig, markets: dict[str, dict[str, Any]], per_symbol_max: int, run_id: str
 ) -> tuple[normalize.Batch, float]:
-    """Fetch and normalize ``venue``'s tickers for ``markets``; returns (batch, latency ms)."""
-    started = time.perf_counter()
-    async with venue_rate_limit(venue):
-        tickers, received, unparsed = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
-    latency = (time.perf_counter() - started) * 1000
-    batch = normalize.ticker_rows(venue.label, tickers, list(markets), received, run_id, unparsed)
-    return batch, latency
+    """Fetch and normalize ``venue``'s tickers for ``markets`` (ccxt ``fetch_tickers``, or
+    ``fetch_ticker`` per symbol; see ``perpflow.snapshots``); returns (batch, latency ms)."""
+
+    def rows(symbols: list[str], fetched: snapshots.Fetched) -> normalize.Batch:
+        return normalize.ticker_rows(
+            venue.label, fetched.items, symbols, fetched.received_ms, run_id, fetched.unparsed
+        )
+
+    return await _snapshot_batch(venue, "tickers", markets, per_symbol_max, run_id, rows)
 
 
 @task(
@@ -131,17 +198,16 @@ async def fetch_funding_rates(
     max_abs_rate: float,
     run_id: str,
 ) -> tuple[normalize.Batch, float]:
-    """Fetch and normalize current/predicted funding rates; returns (batch, latency ms)."""
-    started = time.perf_counter()
-    async with venue_rate_limit(venue):
-        rates, received, unparsed = await exchanges.fetch_funding_rates(
-            venue, markets, per_symbol_max
+    """Fetch and normalize current/predicted funding rates (ccxt ``fetch_funding_rates``, or
+    ``fetch_funding_rate`` per symbol); returns (batch, latency ms)."""
+
+    def rows(symbols: list[str], fetched: snapshots.Fetched) -> normalize.Batch:
+        return normalize.funding_rate_rows(
+            venue.label, fetched.items, symbols, fetched.received_ms, run_id, max_abs_rate,
+            fetched.unparsed,
         )
-    latency = (time.perf_counter() - started) * 1000
-    batch = normalize.funding_rate_rows(
-        venue.label, rates, list(markets), received, run_id, max_abs_rate, unparsed
-    )
-    return batch, latency
+
+    return await _snapshot_batch(venue, "funding_rates", markets, per_symbol_max, run_id, rows)
 
 
 @task(
@@ -172,7 +238,7 @@ async def fetch_funding_history(
                 request.interval_ms,
             )
 
-    async with venue_rate_limit(venue):
+    async with honouring_retry_after(), venue_rate_limit(venue):
         pages = await asyncio.gather(*(one(request) for request in plan))
     received = exchanges.now_ms()
     batch = normalize.Batch(venue.label, "funding_history")

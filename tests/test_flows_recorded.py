@@ -62,7 +62,10 @@ async def test_recorded_payloads_are_stored_as_ccxt_parses_them(recorded_market,
     assert {r.symbol for r in await fetch_all(database_url, quarantine)} == {"ETH/USDT:USDT"}
     found = {(r.exchange, r.symbol) for r in await fetch_all(database_url, instruments)}
     assert found == {("binanceusdm", BTC), ("bybit", BTC), ("bybit", "ETH/USDT:USDT"),
-                     ("okx", BTC), ("okx", "ETH/USDT:USDT")}
+                     ("okx", BTC), ("okx", "ETH/USDT:USDT"), ("okx", "BTC/USD:BTC")}
+    okx = ledger[("okx", "tickers")]  # no recorded ticker body: every symbol failed
+    assert (okx.status, okx.requested, okx.failed) == ("failed", 3, 3)
+    assert set(okx.failed_symbols) == {BTC, "ETH/USDT:USDT", "BTC/USD:BTC"}
 
     stored_tickers = {(r.exchange, r.symbol): r for r in await fetch_all(database_url, tickers)}
     stored_rates = {(r.exchange, r.symbol): r for r in await fetch_all(database_url, funding_rates)}

@@ -91,8 +91,12 @@ async def _dump(engine):
         }
 
 
+# Columns later revisions added to the foundation's tables.
+LATER_COLUMNS = {"instrument_key", "failed", "failed_symbols", "attempts"}
+
+
 def _foundation_columns(table_):
-    return [c for c in table_.c if c.name != "instrument_key"]
+    return [c for c in table_.c if c.name not in LATER_COLUMNS]
 
 
 def _foundation_insert(table_, rows):
@@ -189,5 +193,29 @@ async def test_instrument_key_revision_downgrades_and_upgrades_without_losing_ro
         await init_schema(engine)  # back to head: keys recomputed from exchange and symbol
         assert await _state(engine) == HEAD_STATE
         assert await _dump(engine) == before
+    finally:
+        await engine.dispose()
+
+
+async def test_ledger_revision_counts_what_earlier_failed_steps_meant_to_fetch(blank_database_url):
+    engine = create_engine(blank_database_url)
+    try:
+        await init_schema(engine)
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0006", command.downgrade))
+            columns = ("run_id", "exchange", "dataset", "requested", "received", "stored",
+                       "duplicates", "quarantined", "status", "started_at", "finished_at")
+            at = ms_to_datetime(NOW)
+            values = [("r1", "okx", "tickers", 7, 0, 0, 0, 0, "failed", at, at),
+                      ("r1", "bybit", "tickers", 5, 5, 4, 1, 0, "ok", at, at)]
+            statement = _foundation_insert(collection_ledger, [dict(zip(columns, values[0]))])
+            await conn.execute(statement, [dict(zip(columns, v)) for v in values])
+        await init_schema(engine)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(
+                select(collection_ledger.c.exchange, collection_ledger.c.failed,
+                       collection_ledger.c.attempts, collection_ledger.c.failed_symbols)
+            )).all()
+        assert sorted(map(tuple, rows)) == [("bybit", 0, 1, None), ("okx", 7, 1, None)]
     finally:
         await engine.dispose()

@@ -3,7 +3,7 @@ awaits it, through the run's shared ccxt client, and only where it is set."""
 
 from __future__ import annotations
 
-from perpflow import exchanges, history
+from perpflow import exchanges, history, snapshots
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.scope import RunScope
 from perpflow.settings import ExchangeConfig
@@ -30,7 +30,7 @@ async def test_every_request_awaits_the_hook_of_its_caller():
                     venue, markets, symbol, now - 60 * 24 * HOUR_MS, now, 8 * HOUR_MS
                 )
             after = len(server.requests.records("okx"))
-            await exchanges.fetch_tickers(venue, markets, per_symbol_max=0)  # hook gone again
+            await snapshots.fetch_snapshots(venue, "tickers", markets, 0)  # hook gone again
         pages = after - unhooked
     assert rows and pages > 1  # 60 days of 8 h settlements: more than one 100-row page
     assert len(calls) == pages

@@ -175,7 +175,10 @@ collection_ledger = Table(
     Column("stored", Integer, nullable=False),
     Column("duplicates", Integer, nullable=False),
     Column("quarantined", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("failed_symbols", JSON().with_variant(JSONB(), "postgresql")),  # {symbol: error}
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("status", String(16), nullable=False),  # ok | partial | failed | unsupported | empty
     Column("error", Text),
     Column("latency_ms", Float),
     _ts("started_at", nullable=False),

@@ -43,8 +43,12 @@ T = TypeVar("T")
 class LedgerEntry:
     """One collection step of one venue: what the ledger row says besides the counts.
 
-    ``status`` is ``'ok'`` or ``'failed'``; ``error`` the failure message (no credentials);
-    ``latency_ms`` the venue's response time for the step; times are timezone-aware UTC.
+    ``status`` is ``'ok'``, ``'partial'`` (some symbols failed: ``failed`` counts them),
+    ``'failed'`` (the step failed after its retries, or every symbol did), ``'unsupported'``
+    (the venue cannot serve the dataset through ccxt: nothing was expected) or ``'empty'`` (the
+    venue's selection holds no perpetual: a configuration to look at); ``error`` the failure
+    message or the explanation (no credentials); ``latency_ms`` the venue's response time for
+    the step; ``attempts`` the fetch task's runs (1 + retries used); times are timezone-aware UTC.
     """
 
     run_id: str
@@ -55,17 +59,20 @@ class LedgerEntry:
     finished_at: datetime
     latency_ms: float | None = None
     error: str | None = None
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
 class StoreResult:
-    """Counts of one stored batch: ``stored + duplicates + quarantined == received``."""
+    """Counts of one step: ``stored + duplicates + quarantined == received`` and ``requested ==
+    received + failed`` (``failed``: what the venue could not be asked for or did not answer)."""
 
     requested: int
     received: int
     stored: int
     duplicates: int
     quarantined: int
+    failed: int = 0
 
 
 def _insert(conn: AsyncConnection):
@@ -160,8 +167,13 @@ async def _stage_insert(conn: AsyncConnection, table: Table, rows: list[dict[str
     return result.rowcount
 
 
-async def _write_ledger(conn: AsyncConnection, entry: LedgerEntry, result: StoreResult) -> None:
-    values = {**entry.__dict__, **result.__dict__}
+async def _write_ledger(
+    conn: AsyncConnection,
+    entry: LedgerEntry,
+    result: StoreResult,
+    failed_symbols: dict[str, str] | None = None,
+) -> None:
+    values = {**entry.__dict__, **result.__dict__, "failed_symbols": failed_symbols or None}
     stmt = _insert(conn)(collection_ledger).values(values)
     keys = ("run_id", "exchange", "dataset")
     await conn.execute(
@@ -222,8 +234,9 @@ async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: Le
             stored=stored,
             duplicates=len(batch.rows) - stored,
             quarantined=len(batch.quarantine),
+            failed=len(batch.failed),
         )
-        await _write_ledger(conn, entry, result)
+        await _write_ledger(conn, entry, result, batch.failed)
         return result
 
     async with engine.connect() as conn:
@@ -231,9 +244,12 @@ async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: Le
 
 
 async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int) -> None:
-    """Write the ledger row of a step that failed before anything could be stored."""
+    """Write the ledger row of a step that stored nothing: ``requested`` is what it meant to
+    fetch (symbols), all of it ``failed`` when ``entry.status`` is ``'failed'``; an
+    ``'unsupported'`` or ``'empty'`` step expected nothing (pass 0)."""
+    failed = requested if entry.status == "failed" else 0
     async with engine.begin() as conn:
-        await _write_ledger(conn, entry, StoreResult(requested, 0, 0, 0, 0))
+        await _write_ledger(conn, entry, StoreResult(requested, 0, 0, 0, 0, failed))
 
 
 async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
