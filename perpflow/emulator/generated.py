@@ -97,7 +97,6 @@ class GeneratedVenue:
         self.ccxt_config: dict = {}
         self.quirks = quirks or Quirks()
         fmt = FORMATS[format]
-        fmt.check_quirks(self.quirks)
         created = now_ms()
         market = SyntheticMarket(
             self.name, symbols, fmt.extras_for(self.quirks), seed,
