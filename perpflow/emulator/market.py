@@ -210,8 +210,10 @@ class SyntheticMarket:
     ``extras``.
     ``listed_ms`` is when every instrument was listed (its funding history starts at the first
     interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
-    ``funding_cap`` bounds |funding rate| per interval. Raises ``ValueError`` for
-    ``perpetuals < 1``.
+    ``funding_cap`` bounds |funding rate| per interval. Funding intervals are drawn per
+    instrument (8h mostly, some 4h and 1h); ``with_intervals`` sets schedules with changes, which
+    every funding method (settlements, rates, next funding time) follows. Raises ``ValueError``
+    for ``perpetuals < 1``.
     """
 
     def __init__(
