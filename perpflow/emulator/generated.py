@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from perpflow.emulator.formats import FORMATS
-from perpflow.emulator.market import DAY_MS, SyntheticMarket, floor_to
+from perpflow.emulator.market import DAY_MS, Instrument, SyntheticMarket, floor_to
+from perpflow.emulator.quirks import Quirks
 from perpflow.emulator.wire import Reply
 
 DEFAULT_LISTING_DAYS = 30
@@ -15,6 +17,33 @@ DEFAULT_LISTING_DAYS = 30
 def wall_clock_ms() -> int:
     """Current UTC time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class ExpectedCurrent:
+    """Ground truth of one perpetual's current values at ``now_ms`` (before the venue's number
+    formatting: prices are unrounded except ``last``, which is on the tick grid).
+
+    ``venue_ms``: the time on its ticker and funding rows (UTC ms; ``now_ms``, or the last trade's
+    time for a ``Quirks.stale_instruments`` one; Bybit rows have none, ccxt uses the response
+    time there); ``last``: last-trade price as of ``venue_ms``; ``mark``, ``index``: as of
+    ``now_ms`` (quote currency); ``funding_rate``: the rate shown for the settlement at
+    ``funding_ms`` (fraction per interval); ``interval_h``: the interval ending at it (hours);
+    ``next_funding_ms``: the settlement after that one; ``base_volume``: 24h volume as of
+    ``venue_ms`` in base currency.
+    """
+
+    symbol: str
+    now_ms: int
+    venue_ms: int
+    last: float
+    mark: float
+    index: float
+    funding_rate: float
+    funding_ms: int
+    interval_h: int
+    next_funding_ms: int
+    base_volume: float
 
 
 class GeneratedVenue:
@@ -37,7 +66,13 @@ class GeneratedVenue:
     also feeds ccxt's funding rates there, OKX ``market/tickers``). ``drop_tickers`` (0 <= f < 1)
     leaves a deterministic fraction of the instruments out of that response.
 
-    Raises ``ValueError`` for an unknown format, a bad count, malformed key or kind, or fraction.
+    ``quirks`` (a ``Quirks``) switches on venue behaviours that lose data (history order, bounds
+    and page caps, no bulk endpoints, stale ticker times, contract sizes, inverse contracts,
+    funding-interval schedules, an unserved history endpoint); each format says which it
+    realises. Ground truth for tests: ``expected_settlements`` and ``expected_current``.
+
+    Raises ``ValueError`` for an unknown format, a bad count, malformed key or kind, or fraction,
+    or a quirk the format cannot realise.
     """
 
     def __init__(
@@ -51,6 +86,7 @@ class GeneratedVenue:
         listed_ms: int | None = None,
         malformed: Mapping[str | int, str] | None = None,
         drop_tickers: float = 0.0,
+        quirks: Quirks | None = None,
     ) -> None:
         format = format or name
         if format not in FORMATS:
@@ -59,15 +95,17 @@ class GeneratedVenue:
         self.format = format
         self.now_ms = now_ms
         self.ccxt_config: dict = {}
+        self.quirks = quirks or Quirks()
         fmt = FORMATS[format]
         created = now_ms()
-        self.market = SyntheticMarket(
-            self.name, symbols, fmt.extras, seed,
+        market = SyntheticMarket(
+            self.name, symbols, fmt.extras_for(self.quirks), seed,
             listed_ms if listed_ms is not None else floor_to(created, DAY_MS)
             - DEFAULT_LISTING_DAYS * DAY_MS,
             created, fmt.funding_cap,
         )
-        self.dialect = fmt(self.market, malformed, drop_tickers)
+        self.dialect = fmt(market, malformed, drop_tickers, self.quirks)
+        self.market = self.dialect.market  # with the quirks' interval schedules
 
     @property
     def market_ids(self) -> list[str]:
@@ -81,3 +119,43 @@ class GeneratedVenue:
     def fault_reply(self, status: int, detail: str = "") -> Reply:
         """The body this venue sends with an injected HTTP ``status`` (``detail``: the path)."""
         return self.dialect.errors.for_status(status, self.now_ms(), detail)
+
+    def instrument(self, symbol: str) -> tuple[int, Instrument]:
+        """``(position, instrument)`` of a ccxt unified symbol (``BTC/USDT:USDT``), a venue id or a
+        position; raises ``ValueError`` when the venue has no such instrument."""
+        position = self.dialect.position_of(symbol)
+        return position, self.market.instruments[position]
+
+    def expected_settlements(
+        self, symbol: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> list[tuple[str, int, float]]:
+        """Ground truth: every funding settlement ``(symbol, settle_ms, rate)`` of ``symbol``
+        (unified symbol, venue id or position) with ``start_ms <= settle_ms <= end_ms`` (UTC ms;
+        ``None``: from the listing / up to the clock's now), ascending, interval changes
+        included; rates as fractions per interval, exactly as the history endpoint serves them.
+        Raises ``ValueError`` for an unknown or unfunded instrument."""
+        _, inst = self.instrument(symbol)
+        if inst.interval_h is None:
+            raise ValueError(f"{symbol!r} is a dated future without funding")
+        end = self.now_ms() if end_ms is None else min(end_ms, self.now_ms())
+        return [(inst.symbol, t, rate) for t, rate in self.market.settlements(inst, start_ms, end)]
+
+    def expected_current(self, symbol: str, now_ms: int | None = None) -> ExpectedCurrent:
+        """Ground truth of a perpetual's ticker and funding values at ``now_ms`` (default: the
+        clock's now), as the venue serves them; see ``ExpectedCurrent``. Raises ``ValueError``
+        for an unknown or unfunded instrument."""
+        position, inst = self.instrument(symbol)
+        if inst.interval_h is None:
+            raise ValueError(f"{symbol!r} is a dated future without funding")
+        now = self.now_ms() if now_ms is None else now_ms
+        venue_ms = self.dialect.venue_time(position, inst, now)
+        traded, moving = self.market.quote(inst, venue_ms), self.market.quote(inst, now)
+        funding_ms = self.market.next_funding_ms(inst, now)
+        return ExpectedCurrent(
+            symbol=inst.symbol, now_ms=now, venue_ms=venue_ms, last=traded.last,
+            mark=moving.mark, index=moving.index,
+            funding_rate=self.market.funding_rate(inst, funding_ms), funding_ms=funding_ms,
+            interval_h=self.market.interval_h_at(inst, funding_ms),
+            next_funding_ms=self.market.next_funding_ms(inst, funding_ms),
+            base_volume=traded.base_volume,
+        )

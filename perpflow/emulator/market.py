@@ -8,9 +8,12 @@ UTC epoch milliseconds.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 HOUR_MS = 3_600_000
@@ -68,11 +71,36 @@ class InstrumentSpec:
 
 
 @dataclass(frozen=True)
+class IntervalSchedule:
+    """A perpetual's funding interval over time, overriding the drawn one.
+
+    ``hours`` is the interval from the listing on (``None``: keep the drawn interval);
+    ``changes`` are ``(at_ms, hours)`` pairs in ascending time: the settlement at ``at_ms`` (UTC
+    ms) is the last one on the old interval, the next one comes ``hours`` later, on the UTC grid
+    of the new interval (so ``at_ms`` must be a multiple of both intervals). Hours must divide 24.
+    Raises ``ValueError`` otherwise.
+    """
+
+    hours: int | None = None
+    changes: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for hours in [self.hours] + [h for _, h in self.changes]:
+            if hours is not None and (not isinstance(hours, int) or hours < 1 or 24 % hours):
+                raise ValueError(f"interval: expected whole hours dividing 24, got {hours!r}")
+        times = [at for at, _ in self.changes]
+        if times != sorted(set(times)):
+            raise ValueError(f"interval changes: expected ascending distinct times, got {times}")
+
+
+@dataclass(frozen=True)
 class Instrument:
     """One generated instrument.
 
     ``price_decimals`` is the number of decimals of the tick (tick = 10**-price_decimals quote);
-    ``interval_h`` is the funding interval in hours (``None`` for dated futures); ``listed_ms`` and
+    ``interval_h`` is the funding interval in hours at listing (``None`` for dated futures) and
+    ``interval_changes`` the ``(at_ms, hours)`` changes after it (see ``IntervalSchedule``; the
+    interval in force at a time is ``SyntheticMarket.interval_h_at``); ``listed_ms`` and
     ``expiry_ms`` are UTC ms; ``quote_volume`` is a typical 24h turnover in quote currency;
     ``key`` seeds every random quantity of the instrument (``octave_keys`` are derived from it
     once, for speed, to draw its price path).
@@ -92,6 +120,7 @@ class Instrument:
     quote_volume: float
     key: int
     octave_keys: tuple[int, ...]
+    interval_changes: tuple[tuple[int, int], ...] = ()
 
     @property
     def linear(self) -> bool:
@@ -119,8 +148,16 @@ class Instrument:
 
     @property
     def interval_ms(self) -> int | None:
-        """Funding interval in ms, ``None`` for dated futures."""
+        """Funding interval at listing in ms, ``None`` for dated futures."""
         return None if self.interval_h is None else self.interval_h * HOUR_MS
+
+    def segments(self) -> list[tuple[int | None, int | None, int]]:
+        """The interval schedule as ``(after_ms, until_ms, step_ms)``: settlements ``t`` with
+        ``after_ms < t <= until_ms`` (``None``: unbounded) lie on the UTC grid of ``step_ms``."""
+        assert self.interval_h is not None, f"{self.symbol} has no funding"
+        bounds = [None] + [at for at, _ in self.interval_changes] + [None]
+        hours = [self.interval_h] + [h for _, h in self.interval_changes]
+        return [(bounds[i], bounds[i + 1], h * HOUR_MS) for i, h in enumerate(hours)]
 
 
 def synthetic_base(index: int) -> str:
@@ -173,8 +210,10 @@ class SyntheticMarket:
     ``extras``.
     ``listed_ms`` is when every instrument was listed (its funding history starts at the first
     interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
-    ``funding_cap`` bounds |funding rate| per interval. Raises ``ValueError`` for
-    ``perpetuals < 1``.
+    ``funding_cap`` bounds |funding rate| per interval. Funding intervals are drawn per
+    instrument (8h mostly, some 4h and 1h); ``with_intervals`` sets schedules with changes, which
+    every funding method (settlements, rates, next funding time) follows. Raises ``ValueError``
+    for ``perpetuals < 1``.
     """
 
     def __init__(
@@ -256,11 +295,10 @@ class SyntheticMarket:
         """Funding rate (fraction per interval) settled at ``settle_ms``, rounded to 1e-8.
 
         About 40% of settlements pay the venue's default rate (0.01% per 8h, scaled to the
-        interval); the rest scatter around it with |rate| mostly < 0.0005, with a rare fat tail,
-        always within ``funding_cap``.
+        interval that ends at ``settle_ms``); the rest scatter around it with |rate| mostly
+        < 0.0005, with a rare fat tail, always within ``funding_cap``.
         """
-        assert inst.interval_h is not None, f"{inst.symbol} has no funding"
-        scale = inst.interval_h / 8
+        scale = self.interval_h_at(inst, settle_ms) / 8
         default = 0.0001 * scale
         draw = unit(inst.key, 11, settle_ms)
         if draw < 0.4:
@@ -273,18 +311,99 @@ class SyntheticMarket:
         return round(max(-self.funding_cap, min(self.funding_cap, rate)), 8)
 
     @staticmethod
-    def first_settlement_ms(inst: Instrument) -> int:
-        """First funding settlement: the first interval boundary at or after the listing."""
-        step = inst.interval_ms
-        assert step is not None, f"{inst.symbol} has no funding"
-        return -(-inst.listed_ms // step) * step
+    def interval_h_at(inst: Instrument, t_ms: int) -> int:
+        """Funding interval (hours) of the period ``(previous settlement, next settlement]`` that
+        holds ``t_ms``: for a settlement time, the interval that ends there."""
+        assert inst.interval_h is not None, f"{inst.symbol} has no funding"
+        hours = inst.interval_h
+        for at_ms, new_hours in inst.interval_changes:
+            if at_ms < t_ms:
+                hours = new_hours
+        return hours
 
     @staticmethod
-    def next_funding_ms(inst: Instrument, now_ms: int) -> int:
-        """Next settlement strictly after ``now_ms`` on the UTC-aligned interval grid."""
-        step = inst.interval_ms
-        assert step is not None, f"{inst.symbol} has no funding"
+    def settlement_times(inst: Instrument, lo_ms: int | None, hi_ms: int | None) -> list[range]:
+        """Settlement times (UTC ms) from the listing on that lie in ``[lo_ms, hi_ms]`` (``None``:
+        unbounded below; ``hi_ms`` must be given, e.g. the clock), one ascending ``range`` per
+        interval of the schedule (empty ranges left out)."""
+        assert hi_ms is not None, "settlement_times needs an upper bound"
+        lo = inst.listed_ms if lo_ms is None else max(lo_ms, inst.listed_ms)
+        ranges = []
+        for after, until, step in inst.segments():
+            first = -(-lo // step) * step
+            if after is not None:
+                first = max(first, floor_to(after, step) + step)
+            last = floor_to(hi_ms if until is None else min(until, hi_ms), step)
+            if first <= last:
+                ranges.append(range(first, last + 1, step))
+        return ranges
+
+    @classmethod
+    def settlement_page(
+        cls, inst: Instrument, lo_ms: int | None, hi_ms: int, limit: int, oldest_first: bool
+    ) -> list[int]:
+        """At most ``limit`` settlement times in ``[lo_ms, hi_ms]``, ascending: the oldest ones
+        when ``oldest_first`` (a page anchored at its start), else the newest ones."""
+        ranges = cls.settlement_times(inst, lo_ms, hi_ms)
+        if oldest_first:
+            return list(itertools.islice(itertools.chain(*ranges), limit))
+        newest: Iterator[int] = itertools.chain(*(reversed(r) for r in reversed(ranges)))
+        return list(itertools.islice(newest, limit))[::-1]
+
+    def settlements(
+        self, inst: Instrument, lo_ms: int | None, hi_ms: int
+    ) -> list[tuple[int, float]]:
+        """Ground truth: every ``(settle_ms, rate)`` of ``inst`` in ``[lo_ms, hi_ms]`` (from the
+        listing, following the interval schedule), ascending."""
+        return [(t, self.funding_rate(inst, t))
+                for r in self.settlement_times(inst, lo_ms, hi_ms) for t in r]
+
+    @classmethod
+    def first_settlement_ms(cls, inst: Instrument) -> int:
+        """First funding settlement: the first interval boundary at or after the listing."""
+        return cls.next_funding_ms(inst, inst.listed_ms - 1)
+
+    @classmethod
+    def next_funding_ms(cls, inst: Instrument, now_ms: int) -> int:
+        """Next settlement strictly after ``now_ms`` on the UTC-aligned grid of the interval then
+        in force."""
+        step = cls.interval_h_at(inst, now_ms + 1) * HOUR_MS
         return floor_to(now_ms, step) + step
+
+    @classmethod
+    def current_interval_h(cls, inst: Instrument, now_ms: int) -> int:
+        """The interval (hours) a venue shows now: the one ending at the next settlement."""
+        return cls.interval_h_at(inst, cls.next_funding_ms(inst, now_ms))
+
+    @staticmethod
+    def last_trade_ms(inst: Instrument, now_ms: int, every_ms: int) -> int:
+        """Time of the last trade at or before ``now_ms`` of an instrument that trades once every
+        ``every_ms``, at an instrument-specific phase of that grid."""
+        phase = int(unit(inst.key, 21) * every_ms)
+        return floor_to(now_ms - phase, every_ms) + phase
+
+    def with_intervals(self, schedules: Mapping[int, IntervalSchedule]) -> SyntheticMarket:
+        """A copy whose instruments at the given positions follow their ``IntervalSchedule``
+        (any format may use it). Raises ``ValueError`` for a dated future, or a change time that
+        is not a settlement of both the old and the new interval."""
+        instruments = list(self.instruments)
+        for position, schedule in schedules.items():
+            inst = instruments[position]
+            if inst.interval_h is None:
+                raise ValueError(f"interval: {inst.symbol} is a dated future without funding")
+            hours = schedule.hours or inst.interval_h
+            for at_ms, new_hours in schedule.changes:
+                if at_ms % (hours * HOUR_MS) or at_ms % (new_hours * HOUR_MS):
+                    raise ValueError(f"interval change of {inst.symbol} at {at_ms}: not a "
+                                     f"settlement of both {hours}h and {new_hours}h")
+                hours = new_hours
+            instruments[position] = replace(
+                inst, interval_h=schedule.hours or inst.interval_h,
+                interval_changes=schedule.changes,
+            )
+        market = copy.copy(self)
+        market.instruments = tuple(instruments)
+        return market
 
     def current_funding_rate(self, inst: Instrument, now_ms: int) -> float:
         """The rate shown now for the upcoming settlement: exactly what will be settled then."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
-from perpflow.emulator.market import TRADING, Instrument, InstrumentSpec, SyntheticMarket, unit
+from perpflow.emulator.market import (
+    TRADING, Instrument, InstrumentSpec, IntervalSchedule, SyntheticMarket, unit,
+)
+from perpflow.emulator.quirks import InstrumentKey, Quirks
 from perpflow.emulator.wire import ErrorStyle, Reply, VenueError
 
 Handler = Callable[[Mapping[str, str], int], Reply]
@@ -74,9 +77,13 @@ class GeneratedFormat:
     """One venue's REST dialect over a ``SyntheticMarket``.
 
     Subclasses set the class data (``ccxt_id``, ``extras``: non-default instruments the venue
-    lists, ``funding_cap``: bound on |rate| per interval, ``errors``, and the symbol and last-price
-    field names of their ticker rows), ``market_id`` and ``routes``. ``malformed`` and
-    ``drop_tickers`` configure the ``TickerTamper`` (see ``GeneratedVenue``).
+    lists, ``funding_cap``: bound on |rate| per interval, ``errors``, the symbol and last-price
+    field names of their ticker rows, ``history_path``: the funding-history route, and
+    ``unsupported``: the ``Quirks`` fields their real venue's API cannot show, with the reason),
+    ``market_id`` and ``routes``. ``malformed`` and ``drop_tickers`` configure the
+    ``TickerTamper`` (see ``GeneratedVenue``); ``quirks`` the venue's ``Quirks``: interval
+    schedules are applied to ``market`` here (so ``self.market`` may be a rescheduled copy).
+    Raises ``ValueError`` for a quirk the format cannot realise or an unknown instrument.
     """
 
     ccxt_id: ClassVar[str]
@@ -85,17 +92,107 @@ class GeneratedFormat:
     errors: ClassVar[ErrorStyle]
     symbol_field: ClassVar[str]
     last_field: ClassVar[str]
+    history_path: ClassVar[str]
+    unsupported: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self, market: SyntheticMarket, malformed: Mapping[str | int, str] | None = None,
-        drop_tickers: float = 0.0,
+        drop_tickers: float = 0.0, quirks: Quirks | None = None,
     ) -> None:
+        self.quirks = quirks or Quirks()
+        self.check_quirks(self.quirks)
         self.market = market
         self.ids = [self.market_id(inst) for inst in market.instruments]
         self.by_id = {market_id: position for position, market_id in enumerate(self.ids)}
+        self.market = market.with_intervals(self._schedules())
+        self.stale = self._stale_positions()
         self.tamper = TickerTamper.build(market, self.by_id, malformed or {}, drop_tickers)
         self.order = self.listing_order()
         self._routes = self.routes()
+        if self.quirks.no_funding_history:
+            del self._routes[self.history_path]
+
+    @classmethod
+    def check_quirks(cls, quirks: Quirks) -> None:
+        """Raise ``ValueError`` when ``quirks`` asks for something this format cannot show."""
+        for name in quirks.active():
+            if name in cls.unsupported:
+                raise ValueError(f"quirks: the {cls.ccxt_id} format cannot realise {name}: "
+                                 f"{cls.unsupported[name]}")
+
+    @classmethod
+    def extras_for(cls, quirks: Quirks) -> tuple[InstrumentSpec, ...]:
+        """The non-default instruments listed under ``quirks`` (default: ``extras``)."""
+        return cls.extras
+
+    def position_of(self, key: InstrumentKey) -> int:
+        """Position of an instrument named by venue id, unified symbol or position; raises
+        ``ValueError`` when there is no such instrument."""
+        instruments = self.market.instruments
+        if isinstance(key, int):
+            position = key
+        elif "/" in key:
+            position = next((p for p, i in enumerate(instruments) if i.symbol == key), -1)
+        else:
+            position = self.by_id.get(key, -1)
+        if not 0 <= position < len(instruments):
+            raise ValueError(f"quirks: no instrument {key!r} on this venue")
+        return position
+
+    def _schedules(self) -> dict[int, IntervalSchedule]:
+        hours = {self.position_of(key): h for key, h in self.quirks.intervals}
+        changes: dict[int, list[tuple[int, int]]] = {}
+        for key, at_ms, h in self.quirks.interval_changes:
+            changes.setdefault(self.position_of(key), []).append((at_ms, h))
+        return {
+            p: IntervalSchedule(hours.get(p), tuple(sorted(changes.get(p, ()))))
+            for p in hours.keys() | changes.keys()
+        }
+
+    def _stale_positions(self) -> frozenset[int]:
+        chosen = {self.position_of(key) for key in self.quirks.stale_instruments}
+        fraction = self.quirks.stale_fraction
+        chosen |= {p for p, inst in enumerate(self.market.instruments)
+                   if unit(inst.key, 98) < fraction}
+        return frozenset(chosen)
+
+    def venue_time(self, position: int, inst: Instrument, now_ms: int) -> int:
+        """The time on an instrument's ticker and funding rows: ``now_ms``, or for an instrument
+        that trades only now and then (``Quirks.stale_instruments``) its last trade's time."""
+        if position not in self.stale:
+            return now_ms
+        return self.market.last_trade_ms(inst, now_ms, self.quirks.trade_every_min * 60_000)
+
+    def history_times(
+        self, inst: Instrument, lo_ms: int | None, hi_ms: int | None, limit: int, now_ms: int,
+        start_anchored: bool,
+    ) -> list[int]:
+        """Settlement times (ascending) of one funding-history page for the inclusive window
+        ``[lo_ms, hi_ms]`` (``None``: open) and ``limit`` (already clamped to the venue's cap), as
+        the venue's ``Quirks`` make it: ignored bounds dropped, ``history_page_cap`` applied. A
+        page is anchored at its start when there is a lower bound and the venue does that
+        (``start_anchored``, Binance) or ignores the upper bound; else at its newest end."""
+        quirks = self.quirks
+        if quirks.history_ignores_since:
+            lo_ms = None
+        if quirks.history_ignores_until:
+            hi_ms = None
+        if quirks.history_page_cap is not None:
+            limit = min(limit, quirks.history_page_cap)
+        oldest_first = lo_ms is not None and (start_anchored or quirks.history_ignores_until)
+        top = now_ms if hi_ms is None else min(hi_ms, now_ms)
+        return self.market.settlement_page(inst, lo_ms, top, limit, oldest_first)
+
+    def refuse_bulk(self, market_id: str | None, tickers: bool) -> None:
+        """Raise the venue's error for an all-symbols request (``market_id`` empty) when the
+        quirks forbid it: ``too_many_symbols`` for tickers (``single_symbol_tickers``),
+        ``bad_param`` for funding (``no_bulk_funding``)."""
+        if market_id:
+            return
+        if tickers and self.quirks.single_symbol_tickers:
+            raise VenueError("too_many_symbols", self.symbol_field)
+        if not tickers and self.quirks.no_bulk_funding:
+            raise VenueError("bad_param", self.symbol_field)
 
     @staticmethod
     def market_id(inst: Instrument) -> str:

@@ -12,9 +12,7 @@ from datetime import UTC, datetime
 
 from perpflow.emulator.formats.base import GeneratedFormat, Handler
 from perpflow.emulator.market import DAY_MS, FUTURE, Instrument, InstrumentSpec
-from perpflow.emulator.wire import (
-    ErrorStyle, Reply, fixed, history_window, int_param, json_reply, page_limit,
-)
+from perpflow.emulator.wire import ErrorStyle, Reply, fixed, int_param, json_reply, page_limit
 
 PERPETUAL_DELIVERY_MS = 4133404800000  # Binance's "never" delivery date for perpetuals
 HISTORY_DEFAULT, HISTORY_CAP = 100, 1000
@@ -37,6 +35,8 @@ ERRORS = ErrorStyle(
                          "avoid polling the API."),
         "unavailable": (503, None, "Service Unavailable."),
         "not_found": (404, None, "Not Found"),
+        "too_many_symbols": (400, -1130, "Data sent for parameter '{}' is not valid: the request "
+                             "cannot contain more than 1 symbol."),
     },
 )
 
@@ -48,7 +48,14 @@ def _rate(value: float) -> str:
 class BinanceUsdmFormat(GeneratedFormat):
     """``/fapi/v1/...``: exchangeInfo, ticker/24hr, ticker/bookTicker, premiumIndex, fundingRate
     (ascending, page cap 1000, pages anchored at ``startTime``), fundingInfo (only the symbols
-    whose interval is not 8h) and time."""
+    whose interval is not 8h) and time.
+
+    Quirks: every history quirk (``history_newest_first`` reverses the rows), ``no_bulk_funding``
+    (premiumIndex without ``symbol``: -1102), ``single_symbol_tickers`` (ticker/24hr and
+    bookTicker without ``symbol``: -1130), ``stale_instruments`` (ticker/24hr row as of the last
+    trade, ``closeTime`` and premiumIndex ``time`` = last trade), intervals and changes
+    (fundingInfo follows the interval in force). Not ``contract_size`` or ``inverse``.
+    """
 
     ccxt_id = "binanceusdm"
     extras = (
@@ -60,6 +67,13 @@ class BinanceUsdmFormat(GeneratedFormat):
     errors = ERRORS
     symbol_field = "symbol"
     last_field = "lastPrice"
+    history_path = "/fapi/v1/fundingRate"
+    unsupported = {
+        "contract_size": "USDⓈ-M contracts are one unit of the base currency and ticker volume "
+                         "is in base currency",
+        "inverse": "coin-margined contracts are Binance COIN-M (/dapi, ccxt binancecoinm), not "
+                   "USDⓈ-M",
+    }
 
     @staticmethod
     def market_id(inst: Instrument) -> str:
@@ -142,13 +156,16 @@ class BinanceUsdmFormat(GeneratedFormat):
         return json_reply(rows[0] if query.get("symbol") and rows else rows)
 
     def ticker_24hr(self, query: Mapping[str, str], now_ms: int) -> Reply:
-        """``GET /fapi/v1/ticker/24hr``: rolling 24h statistics; no bid/ask (see bookTicker)."""
+        """``GET /fapi/v1/ticker/24hr``: rolling 24h statistics up to the last trade
+        (``closeTime``); no bid/ask (see bookTicker)."""
+        self.refuse_bulk(query.get("symbol"), tickers=True)
         rows = []
         for position, inst in self.selected(query.get("symbol")):
-            q = self.market.quote(inst, now_ms)
+            traded_ms = self.venue_time(position, inst, now_ms)
+            q = self.market.quote(inst, traded_ms)
             d, qd = inst.price_decimals, inst.qty_decimals
             count = int(q.quote_volume / 2_000) + 1
-            last_id = now_ms // 50 + position
+            last_id = traded_ms // 50 + position
             rows.append((position, {
                 "symbol": self.ids[position],
                 "priceChange": fixed(q.last - q.open_24h, d),
@@ -161,8 +178,8 @@ class BinanceUsdmFormat(GeneratedFormat):
                 "lowPrice": fixed(q.low_24h, d),
                 "volume": fixed(q.base_volume, qd),
                 "quoteVolume": fixed(q.quote_volume, 2),
-                "openTime": now_ms - DAY_MS,
-                "closeTime": now_ms,
+                "openTime": traded_ms - DAY_MS,
+                "closeTime": traded_ms,
                 "firstId": last_id - count + 1,
                 "lastId": last_id,
                 "count": count,
@@ -171,6 +188,7 @@ class BinanceUsdmFormat(GeneratedFormat):
 
     def book_ticker(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /fapi/v1/ticker/bookTicker``: best bid/ask with sizes and a ``time``."""
+        self.refuse_bulk(query.get("symbol"), tickers=True)
         rows = []
         for position, inst in self.selected(query.get("symbol")):
             q = self.market.quote(inst, now_ms)
@@ -189,6 +207,7 @@ class BinanceUsdmFormat(GeneratedFormat):
     def premium_index(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /fapi/v1/premiumIndex``: mark/index price and the current funding rate with the
         next funding time; quarterlies carry empty rates and ``nextFundingTime`` 0."""
+        self.refuse_bulk(query.get("symbol"), tickers=False)
         rows = []
         for position, inst in self.selected(query.get("symbol")):
             q = self.market.quote(inst, now_ms)
@@ -202,26 +221,30 @@ class BinanceUsdmFormat(GeneratedFormat):
                 if funded else "",
                 "interestRate": "0.00010000" if funded else "",
                 "nextFundingTime": self.market.next_funding_ms(inst, now_ms) if funded else 0,
-                "time": now_ms,
+                "time": self.venue_time(position, inst, now_ms),
             })
         return self._one_or_all(query, rows)
 
     def funding_info(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /fapi/v1/fundingInfo``: like the real venue, only symbols with an adjusted
-        funding setup are listed, here those whose interval is not 8h."""
+        funding setup are listed, here those whose interval now in force is not 8h."""
         cap = _rate(self.funding_cap)
-        return json_reply([
-            {"symbol": self.ids[position], "adjustedFundingRateCap": cap,
-             "adjustedFundingRateFloor": "-" + cap, "fundingIntervalHours": inst.interval_h,
-             "disclaimer": False}
-            for position, inst in enumerate(self.market.instruments)
-            if inst.interval_h not in (None, 8)
-        ])
+        rows = []
+        for position, inst in enumerate(self.market.instruments):
+            if inst.interval_h is None:
+                continue
+            hours = self.market.current_interval_h(inst, now_ms)
+            if hours != 8:
+                rows.append({"symbol": self.ids[position], "adjustedFundingRateCap": cap,
+                             "adjustedFundingRateFloor": "-" + cap, "fundingIntervalHours": hours,
+                             "disclaimer": False})
+        return json_reply(rows)
 
     def funding_rate_history(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /fapi/v1/fundingRate``: settlements in ``[startTime, endTime]`` ascending, at most
         ``limit`` (default 100, cap 1000) counted from ``startTime`` when given, else the latest
-        ones; without ``symbol``, the same window merged over every perpetual."""
+        ones; without ``symbol``, the same window merged over every perpetual (both as the
+        venue's ``Quirks`` alter them)."""
         start, end = int_param(query, "startTime"), int_param(query, "endTime")
         limit = page_limit(query, HISTORY_DEFAULT, HISTORY_CAP)
         market_id = query.get("symbol")
@@ -231,13 +254,15 @@ class BinanceUsdmFormat(GeneratedFormat):
             chosen = [(p, i) for p, i in self.selected(None) if i.interval_h is not None]
         rows = []
         for position, inst in chosen:
-            for t in history_window(
-                self.market.first_settlement_ms(inst), inst.interval_ms, now_ms, start, end,
-                limit, oldest_first=start is not None,
-            ):
+            for t in self.history_times(inst, start, end, limit, now_ms, start_anchored=True):
                 rows.append((t, position, inst))
         rows.sort(key=lambda row: (row[0], row[1]))
-        rows = rows[:limit] if start is not None else rows[-limit:]
+        if len(chosen) > 1:
+            page = min(limit, self.quirks.history_page_cap or limit)
+            from_start = start is not None and not self.quirks.history_ignores_since
+            rows = rows[:page] if from_start else rows[-page:]
+        if self.quirks.history_newest_first:
+            rows.reverse()
         return json_reply([
             {"symbol": self.ids[position], "fundingTime": t,
              "fundingRate": _rate(self.market.funding_rate(inst, t)),

@@ -15,13 +15,14 @@ from perpflow.emulator.formats.base import GeneratedFormat, Handler
 from perpflow.emulator.market import (
     FUTURE, HOUR_MS, PRELAUNCH, TRADING, Instrument, InstrumentSpec,
 )
+from perpflow.emulator.quirks import Quirks
 from perpflow.emulator.wire import (
-    ErrorStyle, Reply, VenueError, fixed, history_window, int_param, json_reply, page_limit,
-    trimmed,
+    ErrorStyle, Reply, VenueError, fixed, int_param, json_reply, page_limit, trimmed,
 )
 
 INSTRUMENTS_DEFAULT, INSTRUMENTS_CAP = 500, 1000
 HISTORY_CAP = 200
+INVERSE = (InstrumentSpec("BTC", "USD", "BTC"), InstrumentSpec("ETH", "USD", "ETH"))
 
 
 def envelope(result: object, now_ms: int, code: int = 0, message: str = "OK") -> dict:
@@ -37,6 +38,7 @@ ERRORS = ErrorStyle(
         "rate_limited": (200, 10006, "Too many visits!"),
         "unavailable": (503, None, "Service Unavailable"),
         "not_found": (404, 404, "Not Found: {}"),
+        "too_many_symbols": (200, 10001, "params error: {} cannot contain more than 1 symbol"),
     },
 )
 
@@ -56,8 +58,17 @@ class BybitFormat(GeneratedFormat):
     """``/v5/market/...``: instruments-info (alphabetical, ``limit``/``cursor`` pages of at most
     1000, ``status`` filter with PreLaunch instruments only on request), tickers (funding fields
     included, no per-row time), funding/history (newest first, page cap 200, window
-    ``[startTime, endTime]`` anchored at its end) and time. Only ``category=linear`` has
-    instruments; other categories answer empty lists."""
+    ``[startTime, endTime]`` anchored at its end) and time. Only ``category=linear`` (and
+    ``category=inverse`` with ``Quirks.inverse``) has instruments; other categories answer empty
+    lists.
+
+    Quirks: every history quirk (rows are natively newest first), ``no_bulk_funding`` and
+    ``single_symbol_tickers`` (both refuse the tickers request without ``symbol``, which also
+    serves ccxt's funding rates: 10001), ``inverse`` (``BTCUSD``/``ETHUSD`` inverse perpetuals
+    under ``category=inverse``: ``volume24h`` in contracts of 1 USD, ``turnover24h`` in coin),
+    intervals and changes (``fundingInterval`` minutes and ``fundingIntervalHour`` follow the
+    interval in force). Not ``stale_instruments`` (no per-row time) or ``contract_size``.
+    """
 
     ccxt_id = "bybit"
     extras = (
@@ -70,6 +81,23 @@ class BybitFormat(GeneratedFormat):
     errors = ERRORS
     symbol_field = "symbol"
     last_field = "lastPrice"
+    history_path = "/v5/market/funding/history"
+    unsupported = {
+        "stale_instruments": "tickers rows carry no time of their own (only the response's)",
+        "stale_fraction": "tickers rows carry no time of their own (only the response's)",
+        "contract_size": "linear contracts are one unit of the base coin and volume24h is in "
+                         "base coin",
+    }
+
+    @classmethod
+    def extras_for(cls, quirks: Quirks) -> tuple[InstrumentSpec, ...]:
+        """The default extras, plus BTC and ETH inverse perpetuals with ``quirks.inverse``."""
+        return cls.extras + (INVERSE if quirks.inverse else ())
+
+    @staticmethod
+    def category_of(inst: Instrument) -> str:
+        """``inverse`` for coin-settled contracts, else ``linear``."""
+        return "inverse" if inst.inverse else "linear"
 
     @staticmethod
     def market_id(inst: Instrument) -> str:
@@ -99,13 +127,17 @@ class BybitFormat(GeneratedFormat):
             raise VenueError("bad_param", "category")
         return category
 
-    def _instrument_entry(self, position: int, inst: Instrument) -> dict:
+    def _instrument_entry(self, position: int, inst: Instrument, now_ms: int) -> dict:
         tick = fixed(10**-inst.price_decimals, inst.price_decimals)
-        step = fixed(10**-inst.qty_decimals, inst.qty_decimals)
+        step = "1" if inst.inverse else fixed(10**-inst.qty_decimals, inst.qty_decimals)
         cap = trimmed(self.funding_cap)
+        kind = "Perpetual" if inst.expiry_ms is None else "Futures"
+        interval_min = (
+            0 if inst.interval_h is None else self.market.current_interval_h(inst, now_ms) * 60
+        )
         return {
             "symbol": self.ids[position],
-            "contractType": "LinearPerpetual" if inst.expiry_ms is None else "LinearFutures",
+            "contractType": ("Inverse" if inst.inverse else "Linear") + kind,
             "status": "PreLaunch" if inst.status == PRELAUNCH else "Trading",
             "baseCoin": inst.base,
             "quoteCoin": inst.quote,
@@ -121,7 +153,7 @@ class BybitFormat(GeneratedFormat):
                               "postOnlyMaxOrderQty": "1000000", "maxMktOrderQty": "100000",
                               "minNotionalValue": "5"},
             "unifiedMarginTrade": True,
-            "fundingInterval": (inst.interval_h or 0) * 60,
+            "fundingInterval": interval_min,
             "settleCoin": inst.settle,
             "copyTrading": "both",
             "upperFundingRate": cap,
@@ -139,7 +171,8 @@ class BybitFormat(GeneratedFormat):
         status = PRELAUNCH if query.get("status") == "PreLaunch" else TRADING
         positions = [
             position for position in self.order
-            if category == "linear" and self.market.instruments[position].status == status
+            if self.category_of(self.market.instruments[position]) == category
+            and self.market.instruments[position].status == status
             and query.get("symbol") in (None, self.ids[position])
         ]
         limit = page_limit(query, INSTRUMENTS_DEFAULT, INSTRUMENTS_CAP)
@@ -148,7 +181,7 @@ class BybitFormat(GeneratedFormat):
         more = offset + limit < len(positions)
         return json_reply(envelope({
             "category": category,
-            "list": [self._instrument_entry(p, self.market.instruments[p]) for p in page],
+            "list": [self._instrument_entry(p, self.market.instruments[p], now_ms) for p in page],
             "nextPageCursor": _cursor(offset + limit) if more else "",
         }, now_ms))
 
@@ -157,6 +190,9 @@ class BybitFormat(GeneratedFormat):
         d, qd = inst.price_decimals, inst.qty_decimals
         funded = inst.interval_h is not None
         open_interest = q.base_volume * 0.4
+        # inverse: volume and open interest in contracts of 1 USD, turnover in coin
+        volume, turnover = (q.quote_volume, q.base_volume) if inst.inverse \
+            else (q.base_volume, q.quote_volume)
         return {
             "symbol": market_id,
             "lastPrice": fixed(q.last, d),
@@ -167,10 +203,12 @@ class BybitFormat(GeneratedFormat):
             "highPrice24h": fixed(q.high_24h, d),
             "lowPrice24h": fixed(q.low_24h, d),
             "prevPrice1h": fixed(self.market.price(inst, now_ms - HOUR_MS), d),
-            "openInterest": fixed(open_interest, qd),
-            "openInterestValue": fixed(open_interest * q.mark, 2),
-            "turnover24h": fixed(q.quote_volume, 4),
-            "volume24h": fixed(q.base_volume, qd),
+            "openInterest": fixed(open_interest * q.mark, 0) if inst.inverse
+            else fixed(open_interest, qd),
+            "openInterestValue": fixed(open_interest if inst.inverse else open_interest * q.mark,
+                                       8 if inst.inverse else 2),
+            "turnover24h": fixed(turnover, 8 if inst.inverse else 4),
+            "volume24h": fixed(volume, 0 if inst.inverse else qd),
             "fundingRate": trimmed(self.market.current_funding_rate(inst, now_ms))
             if funded else "",
             "nextFundingTime": str(self.market.next_funding_ms(inst, now_ms)) if funded else "",
@@ -186,32 +224,40 @@ class BybitFormat(GeneratedFormat):
             "preOpenPrice": "",
             "preQty": "",
             "curPreListingPhase": "",
-            "fundingIntervalHour": str(inst.interval_h) if funded else "",
+            "fundingIntervalHour": str(self.market.current_interval_h(inst, now_ms))
+            if funded else "",
         }
 
     def tickers(self, query: Mapping[str, str], now_ms: int) -> Reply:
-        """``GET /v5/market/tickers``: one row per trading instrument (or the ``symbol`` one);
-        funding rate and next funding time are per row, the only time is the envelope's."""
+        """``GET /v5/market/tickers``: one row per trading instrument of the category (or the
+        ``symbol`` one); funding rate and next funding time are per row, the only time is the
+        envelope's."""
         category = self._category(query)
-        chosen = self.selected(query.get("symbol")) if category == "linear" else []
+        market_id = query.get("symbol")
+        self.refuse_bulk(market_id, tickers=True)
+        self.refuse_bulk(market_id, tickers=False)
+        chosen = [(p, inst) for p, inst in self.selected(market_id)
+                  if self.category_of(inst) == category]
         rows = [(p, self._ticker(inst, self.ids[p], now_ms)) for p, inst in chosen]
         return json_reply(envelope({"category": category, "list": self.tampered(rows)}, now_ms))
 
     def funding_history(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /v5/market/funding/history``: settlements in ``[startTime, endTime]`` newest first,
-        the newest ``limit`` (default and cap 200) of them."""
-        self._category(query)
+        the newest ``limit`` (default and cap 200) of them (as the venue's ``Quirks`` alter
+        them). A symbol of another category is unknown."""
+        category = self._category(query)
         position, inst = self.lookup(query.get("symbol"), funded=True)
-        rows = history_window(
-            self.market.first_settlement_ms(inst), inst.interval_ms, now_ms,
-            int_param(query, "startTime"), int_param(query, "endTime"),
-            page_limit(query, HISTORY_CAP, HISTORY_CAP), oldest_first=False,
+        if self.category_of(inst) != category:
+            raise VenueError("bad_symbol", self.ids[position])
+        times = self.history_times(
+            inst, int_param(query, "startTime"), int_param(query, "endTime"),
+            page_limit(query, HISTORY_CAP, HISTORY_CAP), now_ms, start_anchored=False,
         )
-        return json_reply(envelope({"category": "linear", "list": [
+        return json_reply(envelope({"category": category, "list": [
             {"symbol": self.ids[position],
              "fundingRate": trimmed(self.market.funding_rate(inst, t)),
              "fundingRateTimestamp": str(t)}
-            for t in reversed(rows)
+            for t in reversed(times)
         ]}, now_ms))
 
     @staticmethod

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from perpflow.emulator.formats.base import GeneratedFormat, Handler
 from perpflow.emulator.market import DAY_MS, HOUR_MS, Instrument, InstrumentSpec, floor_to
 from perpflow.emulator.wire import (
-    ErrorStyle, Reply, VenueError, history_window, int_param, json_reply, page_limit, trimmed,
+    ErrorStyle, Reply, VenueError, int_param, json_reply, page_limit, trimmed,
 )
 
 HISTORY_CAP = 100
@@ -33,15 +33,20 @@ ERRORS = ErrorStyle(
         "rate_limited": (429, 50011, "Too Many Requests"),
         "unavailable": (503, 50001, "Service temporarily unavailable. Please try again later."),
         "not_found": (404, 404, "Not Found: {}"),
+        "too_many_symbols": (400, 51000, "Parameter {} error: the request cannot contain more "
+                             "than 1 symbol"),
     },
 )
 
 
-def contract_value(inst: Instrument) -> float:
+def contract_value(inst: Instrument, linear_size: float | None = None) -> float:
     """Contract size (``ctVal``): in USD for inverse swaps (100 for BTC, 10 for others), else in
-    base currency, the power of ten that makes one contract worth 100 to 1000 quote units."""
+    base currency: ``linear_size`` when given (``Quirks.contract_size``), otherwise the power of
+    ten that makes one contract worth 100 to 1000 quote units."""
     if inst.inverse:
         return 100.0 if inst.base == "BTC" else 10.0
+    if linear_size is not None:
+        return linear_size
     return 10.0 ** math.floor(math.log10(1000 / inst.ref_price))
 
 
@@ -49,7 +54,19 @@ class OkxFormat(GeneratedFormat):
     """``/api/v5/...``: public/instruments, market/tickers and market/ticker,
     public/funding-rate (``instId=ANY`` for all), public/funding-rate-history (newest first,
     page cap 100, ``before``/``after`` exclusive bounds, pages anchored at the newest end) and
-    public/time. Only ``instType=SWAP`` has instruments; other types answer empty lists."""
+    public/time. Only ``instType=SWAP`` has instruments; other types answer empty lists.
+
+    Ticker volume ``vol24h`` (and ``lastSz``, ``bidSz``, ``askSz``) is in contracts of ``ctVal``
+    (base currency for linear swaps, USD for the inverse ``BTC-USD-SWAP``/``ETH-USD-SWAP``, which
+    are always listed); ``volCcy24h`` is in base currency.
+
+    Quirks: every history quirk (rows are natively newest first), ``no_bulk_funding``
+    (funding-rate ``instId=ANY``: 51001), ``single_symbol_tickers`` (market/tickers: 51000;
+    market/ticker works), ``stale_instruments`` (ticker row as of the last trade; ticker and
+    funding-rate ``ts`` = last trade), ``contract_size`` (``ctVal`` of every linear swap),
+    ``inverse`` (always listed), intervals and changes (``fundingTime``/``nextFundingTime``
+    spacing follows the schedule).
+    """
 
     ccxt_id = "okx"
     extras = (
@@ -61,6 +78,11 @@ class OkxFormat(GeneratedFormat):
     errors = ERRORS
     symbol_field = "instId"
     last_field = "last"
+    history_path = "/api/v5/public/funding-rate-history"
+
+    def contract_value(self, inst: Instrument) -> float:
+        """``ctVal`` of ``inst`` on this venue (see the module function)."""
+        return contract_value(inst, self.quirks.contract_size)
 
     @staticmethod
     def market_id(inst: Instrument) -> str:
@@ -95,7 +117,7 @@ class OkxFormat(GeneratedFormat):
             "alias": "", "auctionEndTime": "", "baseCcy": "", "category": "1",
             "contTdSwTime": "", "ctMult": "1",
             "ctType": "inverse" if inst.inverse else "linear",
-            "ctVal": trimmed(contract_value(inst)),
+            "ctVal": trimmed(self.contract_value(inst)),
             "ctValCcy": "USD" if inst.inverse else inst.base,
             "expTime": "", "futureSettlement": False,
             "instFamily": family, "instId": self.ids[position], "instIdCode": 10_000 + position,
@@ -115,9 +137,11 @@ class OkxFormat(GeneratedFormat):
         return json_reply(envelope([self._instrument_entry(p, inst) for p, inst in chosen]))
 
     def _ticker(self, inst: Instrument, market_id: str, now_ms: int) -> dict:
+        """A ticker row as of ``now_ms`` (the last trade's time for an instrument that trades
+        now and then)."""
         q = self.market.quote(inst, now_ms)
         d = inst.price_decimals
-        per_contract = contract_value(inst) / (q.last if inst.inverse else 1.0)
+        per_contract = self.contract_value(inst) / (q.last if inst.inverse else 1.0)
         day_start = floor_to(now_ms, DAY_MS)
         utc8_day_start = floor_to(now_ms + 8 * HOUR_MS, DAY_MS) - 8 * HOUR_MS
         contracts = 0 if inst.inverse else 2
@@ -143,8 +167,10 @@ class OkxFormat(GeneratedFormat):
     def tickers(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /api/v5/market/tickers?instType=SWAP`` (all swaps) and
         ``GET /api/v5/market/ticker?instId=...`` (one): each row has its own ``ts``."""
+        self.refuse_bulk(query.get("instId"), tickers=True)
         chosen = self.selected(query.get("instId")) if self._swap_requested(query) else []
-        rows = [(p, self._ticker(inst, self.ids[p], now_ms)) for p, inst in chosen]
+        rows = [(p, self._ticker(inst, self.ids[p], self.venue_time(p, inst, now_ms)))
+                for p, inst in chosen]
         return json_reply(envelope(self.tampered(rows)))
 
     def funding_rate(self, query: Mapping[str, str], now_ms: int) -> Reply:
@@ -154,11 +180,14 @@ class OkxFormat(GeneratedFormat):
         inst_id = query.get("instId")
         if not inst_id:
             raise VenueError("bad_param", "instId")
+        if inst_id == "ANY" and self.quirks.no_bulk_funding:
+            raise VenueError("bad_symbol", inst_id)
         chosen = self.selected(None if inst_id == "ANY" else inst_id)
         cap = trimmed(self.funding_cap)
         rows = []
         for position, inst in chosen:
             upcoming = self.market.next_funding_ms(inst, now_ms)
+            hours = self.market.interval_h_at(inst, upcoming)
             rate = self.market.funding_rate(inst, upcoming)
             rows.append({
                 "formulaType": "withRate",
@@ -172,12 +201,12 @@ class OkxFormat(GeneratedFormat):
                 "method": "current_period",
                 "minFundingRate": "-" + cap,
                 "nextFundingRate": "",
-                "nextFundingTime": str(upcoming + inst.interval_ms),
-                "premium": trimmed(rate - 0.0001 * inst.interval_h / 8),
+                "nextFundingTime": str(self.market.next_funding_ms(inst, upcoming)),
+                "premium": trimmed(rate - 0.0001 * hours / 8),
                 "settFundingRate": trimmed(
-                    self.market.funding_rate(inst, upcoming - inst.interval_ms)),
+                    self.market.funding_rate(inst, upcoming - hours * HOUR_MS)),
                 "settState": "settled",
-                "ts": str(now_ms),
+                "ts": str(self.venue_time(position, inst, now_ms)),
             })
         return json_reply(envelope(rows))
 
@@ -189,13 +218,12 @@ class OkxFormat(GeneratedFormat):
     def funding_rate_history(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET /api/v5/public/funding-rate-history?instId=...``: settlements newer than
         ``before`` and older than ``after`` (both exclusive), newest first, the newest ``limit``
-        (default and cap 100) of them."""
+        (default and cap 100) of them (as the venue's ``Quirks`` alter them)."""
         position, inst = self.lookup(query.get("instId"), funded=True)
         before, after = int_param(query, "before"), int_param(query, "after")
-        rows = history_window(
-            self.market.first_settlement_ms(inst), inst.interval_ms, now_ms,
-            None if before is None else before + 1, None if after is None else after - 1,
-            page_limit(query, HISTORY_CAP, HISTORY_CAP), oldest_first=False,
+        rows = self.history_times(
+            inst, None if before is None else before + 1, None if after is None else after - 1,
+            page_limit(query, HISTORY_CAP, HISTORY_CAP), now_ms, start_anchored=False,
         )
         data = []
         for t in reversed(rows):
