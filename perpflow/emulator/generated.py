@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 
@@ -58,14 +59,15 @@ class GeneratedVenue:
         self.name = name or format
         self.format = format
         self.now_ms = now_ms
-        self.ccxt_config: dict = {}
         fmt = FORMATS[format]
+        self.ccxt_config: dict = copy.deepcopy(dict(fmt.ccxt_config))
         created = now_ms()
         self.market = SyntheticMarket(
             self.name, symbols, fmt.extras, seed,
             listed_ms if listed_ms is not None else floor_to(created, DAY_MS)
             - DEFAULT_LISTING_DAYS * DAY_MS,
-            created, fmt.funding_cap,
+            created, fmt.funding_cap, fmt.perpetual_quote, fmt.perpetual_inverse,
+            fmt.funding_interval_h,
         )
         self.dialect = fmt(self.market, malformed, drop_tickers)
 
@@ -74,9 +76,12 @@ class GeneratedVenue:
         """The venue's own instrument ids, by position (``market.instruments`` order)."""
         return self.dialect.ids
 
-    def handle(self, method: str, path: str, query: Mapping[str, str]) -> Reply:
-        """Answer ``method path?query`` (path without the venue prefix) at the clock's time."""
-        return self.dialect.handle(method, path, query, self.now_ms())
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes | None = None
+    ) -> Reply:
+        """Answer ``method path?query`` (path without the venue prefix; ``body``: the raw request
+        body of a POST) at the clock's time."""
+        return self.dialect.handle(method, path, query, self.now_ms(), body)
 
     def fault_reply(self, status: int, detail: str = "") -> Reply:
         """The body this venue sends with an injected HTTP ``status`` (``detail``: the path)."""

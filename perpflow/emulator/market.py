@@ -173,8 +173,10 @@ class SyntheticMarket:
     ``extras``.
     ``listed_ms`` is when every instrument was listed (its funding history starts at the first
     interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
-    ``funding_cap`` bounds |funding rate| per interval. Raises ``ValueError`` for
-    ``perpetuals < 1``.
+    ``funding_cap`` bounds |funding rate| per interval. ``quote`` is the quote currency of the
+    ``perpetuals`` and ``inverse`` makes them settle in their base currency (coin-margined) instead
+    of the quote; ``interval_h`` fixes every perpetual's funding interval (hours) instead of
+    drawing it. Raises ``ValueError`` for ``perpetuals < 1``.
     """
 
     def __init__(
@@ -186,6 +188,9 @@ class SyntheticMarket:
         listed_ms: int,
         created_ms: int,
         funding_cap: float,
+        quote: str = "USDT",
+        inverse: bool = False,
+        interval_h: int | None = None,
     ) -> None:
         if perpetuals < 1:
             raise ValueError(f"symbols: need at least 1 perpetual, got {perpetuals}")
@@ -193,8 +198,10 @@ class SyntheticMarket:
         self.seed = seed
         self.listed_ms = listed_ms
         self.funding_cap = funding_cap
+        self.interval_h = interval_h
         bases = ["BTC", "ETH"][:perpetuals] + [synthetic_base(i) for i in range(1, perpetuals - 1)]
-        specs = [InstrumentSpec(base, "USDT", "USDT") for base in bases] + list(extras)
+        specs = [InstrumentSpec(base, quote, base if inverse else quote) for base in bases]
+        specs += extras
         expiry = next_quarterly_expiry(created_ms)
         self.instruments: tuple[Instrument, ...] = tuple(
             self._build(spec, expiry) for spec in specs
@@ -209,6 +216,7 @@ class SyntheticMarket:
             volume = 10 ** (5 + 4 * unit(key, 2))
         draw = unit(key, 3)
         interval = 8 if spec.base in _MAJORS or draw < 0.75 else (4 if draw < 0.9 else 1)
+        interval = self.interval_h or interval
         magnitude = math.floor(math.log10(ref_price))
         return Instrument(
             base=spec.base,
