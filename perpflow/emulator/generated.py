@@ -21,10 +21,13 @@ def wall_clock_ms() -> int:
 class GeneratedVenue:
     """A synthetic venue named ``name`` (its URL prefix) speaking ``format``'s REST dialect.
 
-    ``format`` is one of ``FORMATS`` (``binanceusdm``, ``bybit``, ``okx``); ``name`` defaults to
+    ``format`` is one of ``FORMATS`` (``binanceusdm``, ``bybit``, ``okx``, ``binancecoinm``,
+    ``cryptocom``, ``hyperliquid``, ``kucoinfutures``, ``phemex``); ``name`` defaults to
     the format and ``format`` to the name, so ``GeneratedVenue("bybit")`` and
-    ``GeneratedVenue("bybit-7", "bybit")`` both work. The venue lists ``symbols`` linear USDT
-    perpetuals (``BTC``, ``ETH``, then ``C001``, ``C002``...) plus the few extra instruments its
+    ``GeneratedVenue("bybit-7", "bybit")`` both work. The venue lists ``symbols`` perpetuals
+    (``BTC``, ``ETH``, then ``C001``, ``C002``...; linear USDT unless the format says otherwise:
+    USDC on hyperliquid, USD on cryptocom, inverse USD on binancecoinm) plus the few extra
+    instruments its
     format adds (dated futures, inverse or USDC swaps, a pre-launch listing; see each format).
     Prices, funding rates and intervals are deterministic functions of ``seed``, ``name``,
     instrument and time; ``now_ms`` is the clock (UTC ms; default the wall clock). Funding
@@ -37,6 +40,9 @@ class GeneratedVenue:
     instrument's row in the tickers response (Binance ``ticker/24hr``, Bybit ``tickers``, which
     also feeds ccxt's funding rates there, OKX ``market/tickers``). ``drop_tickers`` (0 <= f < 1)
     leaves a deterministic fraction of the instruments out of that response.
+
+    ``ccxt_config`` is the ccxt constructor config the format needs (e.g. which market types
+    ``load_markets`` fetches); ``{}`` when ccxt's defaults do.
 
     Raises ``ValueError`` for an unknown format, a bad count, malformed key or kind, or fraction.
     """

@@ -12,6 +12,7 @@ like the no-symbol forms.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 from perpflow.emulator.formats.base import Handler
 from perpflow.emulator.formats.binanceusdm import BinanceUsdmFormat
@@ -35,7 +36,7 @@ class BinanceCoinmFormat(BinanceUsdmFormat):
     perpetual_quote = "USD"
     perpetual_inverse = True
     funding_interval_h = 8
-    ccxt_config = {"options": {"fetchMarkets": {"types": ["inverse"]}, "fetchCurrencies": False}}
+    ccxt_config: ClassVar[Mapping] = {"options": {"fetchMarkets": {"types": ["inverse"]}, "fetchCurrencies": False}}
 
     @staticmethod
     def market_id(inst: Instrument) -> str:

@@ -66,7 +66,8 @@ class CryptocomFormat(GeneratedFormat):
         """``BTCUSD-PERP``, ``BTCUSD-260327`` (future)."""
         if inst.expiry_ms is None:
             return f"{inst.base}{inst.quote}-PERP"
-        return f"{inst.base}{inst.quote}-{datetime.fromtimestamp(inst.expiry_ms / 1000, UTC):%y%m%d}"
+        expiry = datetime.fromtimestamp(inst.expiry_ms / 1000, UTC)
+        return f"{inst.base}{inst.quote}-{expiry:%y%m%d}"
 
     def routes(self) -> dict[str, Handler]:
         return {

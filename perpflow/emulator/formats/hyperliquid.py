@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
 from perpflow.emulator.formats.base import GeneratedFormat, Handler, PostHandler
 from perpflow.emulator.market import Instrument
@@ -25,8 +27,8 @@ UNIVERSE_KEYS = ("szDecimals", "name", "maxLeverage", "marginTableId")
 ERRORS = ErrorStyle(
     envelope=lambda code, message, now_ms: {},
     kinds={
-        "bad_symbol": (422, None, "Failed to deserialize the JSON body into the target type: "
-                       "unknown coin {}"),
+        "bad_symbol": (422, None, ("Failed to deserialize the JSON body into the target type: "
+                                   "unknown coin {}")),
         "bad_param": (422, None, "Failed to deserialize the JSON body into the target type: {}"),
         "rate_limited": (429, None, "Too Many Requests"),
         "unavailable": (503, None, "Service Unavailable"),
@@ -65,7 +67,7 @@ class HyperliquidFormat(GeneratedFormat):
     last_field = "midPx"
     perpetual_quote = "USDC"
     funding_interval_h = 1
-    ccxt_config = {"options": {"fetchMarkets": {"types": ["swap"]}}}
+    ccxt_config: ClassVar[Mapping] = {"options": {"fetchMarkets": {"types": ["swap"]}}}
 
     @staticmethod
     def market_id(inst: Instrument) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 from perpflow.emulator.formats.base import GeneratedFormat, Handler
 from perpflow.emulator.market import Instrument, InstrumentSpec
@@ -80,7 +81,7 @@ class KucoinFuturesFormat(GeneratedFormat):
     symbol_field = "symbol"
     last_field = "lastTradePrice"
     # ccxt asks the spot API for currencies first; the contracts endpoint is all it needs
-    ccxt_config = {"has": {"fetchCurrencies": False}}
+    ccxt_config: ClassVar[Mapping] = {"has": {"fetchCurrencies": False}}
 
     @staticmethod
     def market_id(inst: Instrument) -> str:
@@ -151,6 +152,19 @@ class KucoinFuturesFormat(GeneratedFormat):
             "priceChgPct": round(q.last / q.open_24h - 1, 4),
             "priceChg": round(q.last - q.open_24h, d),
         }
+
+    def tampered(self, rows: Iterable[tuple[int, dict]]) -> list[dict]:
+        """As the base, for a last price that is a JSON number: altered as text, served as a
+        number again unless it became non-numeric."""
+        field = self.last_field
+        served = super().tampered((p, {**row, field: repr(row[field])}) for p, row in rows)
+        for row in served:
+            if field in row:
+                try:
+                    row[field] = float(row[field])
+                except ValueError:
+                    pass  # "n/a": a non-numeric price, served as text
+        return served
 
     @staticmethod
     def _contract_base(inst: Instrument, price: float) -> float:

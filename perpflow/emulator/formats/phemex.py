@@ -221,7 +221,7 @@ class PhemexFormat(GeneratedFormat):
         if not (funding_symbol.startswith(".") and funding_symbol.endswith("FR8H")):
             raise VenueError("bad_symbol", funding_symbol)
         try:
-            position, inst = self.lookup(market_id, funded=True)
+            _, inst = self.lookup(market_id, funded=True)
         except VenueError:
             raise VenueError("bad_symbol", funding_symbol) from None
         rows = history_window(
