@@ -4,14 +4,14 @@ Every public read is one ``POST /info`` whose ``type`` chooses the answer; bodie
 (no envelope) with numbers as strings and times as integer ms. Perpetuals are quoted and settled
 in USDC and pay funding every hour. A body that is not valid JSON, names no known ``type`` or an
 unknown ``coin`` is refused with HTTP 422 and a plain-text reason (ccxt: ``ExchangeError``);
-other paths and methods get a plain 404/405.
+any other path or method a plain 404.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from perpflow.emulator.formats.base import GeneratedFormat, Handler, PostHandler
@@ -42,7 +42,9 @@ def size_decimals(inst: Instrument) -> int:
     return inst.qty_decimals
 
 
-def price_text(value: float, inst: Instrument, rounding=round) -> str:
+def price_text(
+    value: float, inst: Instrument, rounding: Callable[[float], float] = round
+) -> str:
     """A price as Hyperliquid prints it: at most 5 significant figures and at most
     ``6 - szDecimals`` decimals; ``rounding`` (``round``, ``math.floor``, ``math.ceil``) picks the
     direction."""

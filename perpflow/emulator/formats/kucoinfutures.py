@@ -53,7 +53,7 @@ def multiplier(inst: Instrument) -> float:
     """Contract size: -1 (one USD, inverse), else the power of ten of base currency that makes one
     contract worth 10 to 100 quote units (0.001 XBT, 0.01 ETH)."""
     if inst.inverse:
-        return -1.0
+        return -1
     return 10.0 ** math.floor(math.log10(100 / inst.ref_price))
 
 
@@ -123,7 +123,7 @@ class KucoinFuturesFormat(GeneratedFormat):
             "symbol": self.ids[position], "rootSymbol": settle, "type": "FFWCSX",
             "firstOpenDate": inst.listed_ms, "expireDate": None, "settleDate": None,
             "baseCurrency": coin_id(inst.base), "quoteCurrency": inst.quote,
-            "settleCurrency": settle, "maxOrderQty": 1000000, "maxPrice": 1000000.0,
+            "settleCurrency": settle, "maxOrderQty": 1000000, "maxPrice": 1000000,
             "lotSize": 1, "tickSize": 10**-d, "indexPriceTickSize": 10**-d,
             "multiplier": multiplier(inst), "initialMargin": 0.008, "maintainMargin": 0.004,
             "maxRiskLimit": 25000, "minRiskLimit": 25000, "riskStep": 12500,
