@@ -36,7 +36,9 @@ class BinanceCoinmFormat(BinanceUsdmFormat):
     perpetual_quote = "USD"
     perpetual_inverse = True
     funding_interval_h = 8
-    ccxt_config: ClassVar[Mapping] = {"options": {"fetchMarkets": {"types": ["inverse"]}, "fetchCurrencies": False}}
+    ccxt_config: ClassVar[Mapping] = {
+        "options": {"fetchMarkets": {"types": ["inverse"]}, "fetchCurrencies": False},
+    }
 
     @staticmethod
     def market_id(inst: Instrument) -> str:
