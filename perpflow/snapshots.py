@@ -219,13 +219,14 @@ def _by_contract_type(markets: dict[str, dict[str, Any]], symbols: list[str]) ->
     return list(groups.values())
 
 
-async def _auxiliary(venue: ExchangeConfig, name: str, fn: Any, symbols: list[str]) -> dict:
-    """An enrichment call whose failure leaves the main data standing (logged, values unknown)."""
+async def _auxiliary(venue: ExchangeConfig, name: str, fn: Any, symbols: list[str]) -> dict | None:
+    """An enrichment call whose failure leaves the main data standing (logged, values unknown):
+    its result (``{}`` when empty), or None when it failed."""
     try:
         return await call(venue.label, name, fn, symbols) or {}
     except ExchangeError as exc:
         log.warning("%s: %s unavailable, values left unknown: %s", venue.label, name, exc)
-        return {}
+        return None
 
 
 async def _fill_bid_ask(client, venue: ExchangeConfig, groups: list[list[str]], items: dict) -> None:
@@ -235,7 +236,7 @@ async def _fill_bid_ask(client, venue: ExchangeConfig, groups: list[list[str]], 
         lacking = [s for s in symbols if s in items and items[s].get("bid") is None]
         if not lacking:
             continue
-        books = await _auxiliary(venue, "fetch_bids_asks", client.fetch_bids_asks, lacking)
+        books = await _auxiliary(venue, "fetch_bids_asks", client.fetch_bids_asks, lacking) or {}
         for symbol in lacking:
             book = books.get(symbol) or {}
             for name in ("bid", "ask", "bidVolume", "askVolume"):
@@ -254,7 +255,7 @@ async def _fill_intervals(client, venue: ExchangeConfig, groups: list[list[str]]
             continue
         fn = client.fetch_funding_intervals
         intervals = await _auxiliary(venue, "fetch_funding_intervals", fn, lacking)
-        if not intervals:
+        if intervals is None:
             continue
         for symbol in lacking:
             items[symbol]["interval"] = (intervals.get(symbol) or {}).get("interval") or default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,10 +50,13 @@ class ExpectedCurrent:
 class GeneratedVenue:
     """A synthetic venue named ``name`` (its URL prefix) speaking ``format``'s REST dialect.
 
-    ``format`` is one of ``FORMATS`` (``binanceusdm``, ``bybit``, ``okx``); ``name`` defaults to
+    ``format`` is one of ``FORMATS`` (``binanceusdm``, ``bybit``, ``okx``, ``binancecoinm``,
+    ``cryptocom``, ``hyperliquid``, ``kucoinfutures``, ``phemex``); ``name`` defaults to
     the format and ``format`` to the name, so ``GeneratedVenue("bybit")`` and
-    ``GeneratedVenue("bybit-7", "bybit")`` both work. The venue lists ``symbols`` linear USDT
-    perpetuals (``BTC``, ``ETH``, then ``C001``, ``C002``...) plus the few extra instruments its
+    ``GeneratedVenue("bybit-7", "bybit")`` both work. The venue lists ``symbols`` perpetuals
+    (``BTC``, ``ETH``, then ``C001``, ``C002``...; linear USDT unless the format says otherwise:
+    USDC on hyperliquid, USD on cryptocom, inverse USD on binancecoinm) plus the few extra
+    instruments its
     format adds (dated futures, inverse or USDC swaps, a pre-launch listing; see each format).
     Prices, funding rates and intervals are deterministic functions of ``seed``, ``name``,
     instrument and time; ``now_ms`` is the clock (UTC ms; default the wall clock). Funding
@@ -70,6 +74,9 @@ class GeneratedVenue:
     and page caps, no bulk endpoints, stale ticker times, contract sizes, inverse contracts,
     funding-interval schedules, an unserved history endpoint); each format says which it
     realises. Ground truth for tests: ``expected_settlements`` and ``expected_current``.
+
+    ``ccxt_config`` is the ccxt constructor config the format needs (e.g. which market types
+    ``load_markets`` fetches); ``{}`` when ccxt's defaults do.
 
     Raises ``ValueError`` for an unknown format, a bad count, malformed key or kind, or fraction,
     or a quirk the format cannot realise.
@@ -94,15 +101,16 @@ class GeneratedVenue:
         self.name = name or format
         self.format = format
         self.now_ms = now_ms
-        self.ccxt_config: dict = {}
         self.quirks = quirks or Quirks()
         fmt = FORMATS[format]
+        self.ccxt_config: dict = copy.deepcopy(dict(fmt.ccxt_config))
         created = now_ms()
         market = SyntheticMarket(
             self.name, symbols, fmt.extras_for(self.quirks), seed,
             listed_ms if listed_ms is not None else floor_to(created, DAY_MS)
             - DEFAULT_LISTING_DAYS * DAY_MS,
-            created, fmt.funding_cap,
+            created, fmt.funding_cap, fmt.perpetual_quote, fmt.perpetual_inverse,
+            fmt.funding_interval_h,
         )
         self.dialect = fmt(market, malformed, drop_tickers, self.quirks)
         self.market = self.dialect.market  # with the quirks' interval schedules
@@ -112,9 +120,12 @@ class GeneratedVenue:
         """The venue's own instrument ids, by position (``market.instruments`` order)."""
         return self.dialect.ids
 
-    def handle(self, method: str, path: str, query: Mapping[str, str]) -> Reply:
-        """Answer ``method path?query`` (path without the venue prefix) at the clock's time."""
-        return self.dialect.handle(method, path, query, self.now_ms())
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes | None = None
+    ) -> Reply:
+        """Answer ``method path?query`` (path without the venue prefix; ``body``: the raw request
+        body of a POST) at the clock's time."""
+        return self.dialect.handle(method, path, query, self.now_ms(), body)
 
     def fault_reply(self, status: int, detail: str = "") -> Reply:
         """The body this venue sends with an injected HTTP ``status`` (``detail``: the path)."""

@@ -210,8 +210,10 @@ class SyntheticMarket:
     ``extras``.
     ``listed_ms`` is when every instrument was listed (its funding history starts at the first
     interval boundary at or after it). ``created_ms`` fixes the expiry of dated futures.
-    ``funding_cap`` bounds |funding rate| per interval. Funding intervals are drawn per
-    instrument (8h mostly, some 4h and 1h); ``with_intervals`` sets schedules with changes, which
+    ``funding_cap`` bounds |funding rate| per interval. ``quote`` is the quote currency of the
+    ``perpetuals`` and ``inverse`` makes them settle in their base currency (coin-margined) instead
+    of the quote; ``interval_h`` fixes every perpetual's funding interval (hours) instead of
+    drawing it (8h mostly, some 4h and 1h); ``with_intervals`` sets schedules with changes, which
     every funding method (settlements, rates, next funding time) follows. Raises ``ValueError``
     for ``perpetuals < 1``.
     """
@@ -225,6 +227,9 @@ class SyntheticMarket:
         listed_ms: int,
         created_ms: int,
         funding_cap: float,
+        quote: str = "USDT",
+        inverse: bool = False,
+        interval_h: int | None = None,
     ) -> None:
         if perpetuals < 1:
             raise ValueError(f"symbols: need at least 1 perpetual, got {perpetuals}")
@@ -232,8 +237,10 @@ class SyntheticMarket:
         self.seed = seed
         self.listed_ms = listed_ms
         self.funding_cap = funding_cap
+        self.interval_h = interval_h
         bases = ["BTC", "ETH"][:perpetuals] + [synthetic_base(i) for i in range(1, perpetuals - 1)]
-        specs = [InstrumentSpec(base, "USDT", "USDT") for base in bases] + list(extras)
+        specs = [InstrumentSpec(base, quote, base if inverse else quote) for base in bases]
+        specs += extras
         expiry = next_quarterly_expiry(created_ms)
         self.instruments: tuple[Instrument, ...] = tuple(
             self._build(spec, expiry) for spec in specs
@@ -248,6 +255,7 @@ class SyntheticMarket:
             volume = 10 ** (5 + 4 * unit(key, 2))
         draw = unit(key, 3)
         interval = 8 if spec.base in _MAJORS or draw < 0.75 else (4 if draw < 0.9 else 1)
+        interval = self.interval_h or interval
         magnitude = math.floor(math.log10(ref_price))
         return Instrument(
             base=spec.base,

@@ -63,8 +63,11 @@ class RecordedVenue:
         ]
         self._errors = ERROR_STYLES.get(self.format)
 
-    def handle(self, method: str, path: str, query: Mapping[str, str]) -> Reply:
-        """The recorded body for the request, else a 404."""
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes | None = None
+    ) -> Reply:
+        """The recorded body for the request, else a 404 (recordings are matched by method, path
+        and query; a request ``body`` is not part of the match)."""
         for route in self.routes:
             if route.matches(method, path, query):
                 return Reply(200, route.body)

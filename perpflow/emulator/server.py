@@ -29,7 +29,9 @@ class Venue(Protocol):
     format: str
     ccxt_config: dict
 
-    def handle(self, method: str, path: str, query: Mapping[str, str]) -> Reply: ...
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes | None = None
+    ) -> Reply: ...
 
     def fault_reply(self, status: int, detail: str = "") -> Reply: ...
 
@@ -193,6 +195,7 @@ class EmulatorServer:
         name = request.match_info["venue"]
         path = "/" + request.match_info["tail"]
         query = dict(request.query)
+        body = await request.read() if request.body_exists else None
         venue = self.venues.get(name)
         if venue is None:
             reply = Reply(404, f"no venue {name!r} on this emulator".encode(), "text/plain")
@@ -202,7 +205,7 @@ class EmulatorServer:
                 await asyncio.sleep(delay / 1000)
             rule = self.faults.take(name, path)
             if rule is None:
-                reply = venue.handle(request.method, path, query)
+                reply = venue.handle(request.method, path, query, body)
             else:
                 reply = venue.fault_reply(rule.status, path)
                 if rule.retry_after is not None:

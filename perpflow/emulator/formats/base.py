@@ -12,6 +12,7 @@ from perpflow.emulator.quirks import InstrumentKey, Quirks
 from perpflow.emulator.wire import ErrorStyle, Reply, VenueError
 
 Handler = Callable[[Mapping[str, str], int], Reply]
+PostHandler = Callable[[bytes, int], Reply]
 
 MALFORMED_KINDS = ("negative_price", "non_numeric_price", "missing_symbol")
 NON_NUMERIC_PRICE = "n/a"
@@ -83,6 +84,11 @@ class GeneratedFormat:
     ``market_id`` and ``routes``. ``malformed`` and ``drop_tickers`` configure the
     ``TickerTamper`` (see ``GeneratedVenue``); ``quirks`` the venue's ``Quirks``: interval
     schedules are applied to ``market`` here (so ``self.market`` may be a rescheduled copy).
+    Optional class data: ``perpetual_quote`` / ``perpetual_inverse`` (quote currency of the
+    generated perpetuals and whether they settle in their base coin), ``funding_interval_h``
+    (every perpetual's funding interval in hours; ``None``: drawn per instrument),
+    ``ccxt_config`` (what ccxt's constructor needs to load only the swaps) and ``post_routes``
+    (venues whose API is POST with a JSON body).
     Raises ``ValueError`` for a quirk the format cannot realise or an unknown instrument.
     """
 
@@ -94,6 +100,10 @@ class GeneratedFormat:
     last_field: ClassVar[str]
     history_path: ClassVar[str]
     unsupported: ClassVar[Mapping[str, str]] = {}
+    perpetual_quote: ClassVar[str] = "USDT"
+    perpetual_inverse: ClassVar[bool] = False
+    funding_interval_h: ClassVar[int | None] = None
+    ccxt_config: ClassVar[Mapping] = {}
 
     def __init__(
         self, market: SyntheticMarket, malformed: Mapping[str | int, str] | None = None,
@@ -109,6 +119,7 @@ class GeneratedFormat:
         self.tamper = TickerTamper.build(market, self.by_id, malformed or {}, drop_tickers)
         self.order = self.listing_order()
         self._routes = self.routes()
+        self._post_routes = self.post_routes()
         if self.quirks.no_funding_history:
             del self._routes[self.history_path]
 
@@ -207,12 +218,22 @@ class GeneratedFormat:
         """Path (without the venue prefix) -> handler ``(query, now_ms) -> Reply``."""
         raise NotImplementedError
 
-    def handle(self, method: str, path: str, query: Mapping[str, str], now_ms: int) -> Reply:
-        """Answer one request; unknown routes and rejected parameters get the venue's error."""
-        handler = self._routes.get(path)
-        if handler is None or method != "GET":
-            return self.errors.reply("not_found", now_ms, detail=path)
+    def post_routes(self) -> dict[str, PostHandler]:
+        """Path -> handler ``(body, now_ms) -> Reply`` of POST requests (default: none)."""
+        return {}
+
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], now_ms: int,
+        body: bytes | None = None,
+    ) -> Reply:
+        """Answer one request (``body``: the raw POST body); unknown routes and rejected
+        parameters get the venue's error."""
         try:
+            if method == "POST" and path in self._post_routes:
+                return self._post_routes[path](body or b"", now_ms)
+            handler = self._routes.get(path)
+            if handler is None or method != "GET":
+                return self.errors.reply("not_found", now_ms, detail=path)
             return handler(query, now_ms)
         except VenueError as error:
             return self.errors.reply(error.kind, now_ms, detail=error.detail)
