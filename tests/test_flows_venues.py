@@ -1,0 +1,121 @@
+"""The collection flows against venues that refuse bulk calls, lack a dataset, list inverse
+contracts, or are configured to collect part of what they offer (emulator quirks over HTTP, real
+SQLite file): every expected snapshot is stored, and the ledger says truly what happened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from flows.collect_tickers import collect_tickers
+from flows.sweep_funding_rates import sweep_funding_rates
+from perpflow import health
+from perpflow.emulator import EmulatorServer, GeneratedVenue
+from perpflow.emulator.quirks import Quirks
+from perpflow.settings import load_settings
+from perpflow.store import collection_ledger, create_engine, funding_rates, tickers
+from tests.test_flows import FROZEN_MS, assert_ledger_balanced, by_venue, configure, fetch_all, perpetuals
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def venue(name: str, **quirks) -> GeneratedVenue:
+    return GeneratedVenue(name, symbols=12, seed=5, now_ms=lambda: FROZEN_MS, quirks=Quirks(**quirks))
+
+
+async def test_refused_bulk_calls_fall_back_and_store_every_perpetual(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bulk.sqlite'}"
+    venues = [
+        venue("binanceusdm", single_symbol_tickers=True, no_bulk_funding=True),
+        venue("bybit", no_bulk_funding=True),  # bybit's funding rides on its tickers
+        venue("okx", single_symbol_tickers=True, no_bulk_funding=True),
+    ]
+    names = [v.name for v in venues]
+    with EmulatorServer(venues).running_in_thread() as server:
+        configure(monkeypatch, url, server, names)
+        ticks = await collect_tickers()
+        sweep = await sweep_funding_rates()
+        expected = {name: perpetuals(server, name) for name in names}
+        truth = {name: {s: server.venues[name].expected_current(s) for s in expected[name]}
+                 for name in names}
+    assert_ledger_balanced(ticks + sweep)
+    outcomes = {(o["exchange"], o["dataset"]): o for o in ticks + sweep}
+    for name in names:
+        for dataset in ("tickers", "funding_rates"):
+            o = outcomes[(name, dataset)]
+            assert (o["status"], o["stored"], o["failed"]) == ("ok", len(expected[name]), 0), o
+    stored_rates = by_venue(await fetch_all(url, funding_rates))
+    stored_ticks = by_venue(await fetch_all(url, tickers))
+    for name in names:
+        assert {r.symbol for r in stored_ticks[name]} == set(expected[name])
+        for row in stored_rates[name]:
+            assert row.funding_rate == pytest.approx(truth[name][row.symbol].funding_rate), row
+
+
+async def test_a_dataset_ccxt_does_not_offer_is_unsupported_not_failed(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unsupported.sqlite'}"
+    with EmulatorServer([venue("okx")]).running_in_thread() as server:
+        # A venue whose ccxt class has no funding-history call, as ccxt declares it.
+        configure(monkeypatch, url, server, ["okx"],
+                  okx={"ccxt_config": {**server.ccxt_config("okx"), "enableRateLimit": False,
+                                       "has": {"fetchFundingRateHistory": False}}})
+        state = await sweep_funding_rates(return_state=True)
+        history_requests = server.requests.count("okx", "/api/v5/public/funding-rate-history")
+    assert state.is_completed()
+    outcomes = {o["dataset"]: o for o in await state.result()}
+    assert outcomes["funding_history"]["status"] == "unsupported"
+    assert "fetchFundingRateHistory" in outcomes["funding_history"]["error"]
+    assert outcomes["funding_rates"]["status"] == "ok"
+    assert history_requests == 0
+    checks = await _freshness(url)
+    assert checks["freshness.okx.funding_history"].status == health.NA
+    assert checks["freshness.okx.funding_rates"].status == health.OK
+
+
+async def test_wanted_datasets_and_an_empty_selection(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'config.sqlite'}"
+    with EmulatorServer([venue("bybit"), venue("okx")]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["bybit", "okx"],
+                  bybit={"datasets": ["funding_rates"]}, okx={"symbols": ["NOPE/*"]})
+        state = await collect_tickers(return_state=True)
+        await sweep_funding_rates()
+    assert state.is_completed()
+    (okx,) = await state.result()  # bybit is not asked for tickers at all
+    assert (okx["exchange"], okx["status"], okx["requested"]) == ("okx", "empty", 0)
+    assert "NOPE/*" in okx["error"]
+    ledger = {(r.exchange, r.dataset): r.status for r in await fetch_all(url, collection_ledger)}
+    assert ("bybit", "tickers") not in ledger and ledger[("bybit", "funding_rates")] == "ok"
+    assert ("bybit", "funding_history") not in ledger
+    checks = await _freshness(url)
+    assert checks["freshness.bybit.tickers"].status == health.NA
+    assert checks["freshness.bybit.funding_rates"].status == health.OK
+
+
+async def test_inverse_contracts_are_collected_with_linear_ones(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'inverse.sqlite'}"
+    with EmulatorServer([venue("bybit", inverse=True)]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["bybit"])
+        ticks = await collect_tickers()
+        sweep = await sweep_funding_rates()
+        expected = perpetuals(server, "bybit")
+        truth = {s: server.venues["bybit"].expected_current(s) for s in expected}
+    inverse = {s for s, inst in expected.items() if inst.inverse}
+    assert inverse == {"BTC/USD:BTC", "ETH/USD:ETH"}
+    assert_ledger_balanced(ticks + sweep)
+    assert {o["status"] for o in ticks + sweep} == {"ok"}
+    rates = {r.symbol: r for r in await fetch_all(url, funding_rates)}
+    assert set(rates) == set(expected)
+    for symbol in inverse:
+        assert rates[symbol].funding_rate == pytest.approx(truth[symbol].funding_rate)
+        assert rates[symbol].mark_price == pytest.approx(truth[symbol].mark, rel=1e-4)
+
+
+async def _freshness(url: str) -> dict[str, health.Check]:
+    engine = create_engine(url)
+    try:
+        now = datetime.fromtimestamp(FROZEN_MS / 1000, UTC)
+        checks = await health.freshness_checks(engine, load_settings(), now)
+    finally:
+        await engine.dispose()
+    return {check.name: check for check in checks}
