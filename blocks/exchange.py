@@ -13,7 +13,8 @@ class ExchangeBlock(Block):
 
     ``exchange_id`` is the ccxt id (``binanceusdm``, ``bybit``, ``okx``, ...), ``name`` the label
     stored in the ``exchange`` column (defaults to the id), ``symbols`` fnmatch patterns on ccxt
-    unified symbols (empty = every linear perpetual), ``ccxt_config`` extra ccxt constructor
+    unified symbols (empty = every perpetual of ``contract_types``: ``linear``, ``inverse``),
+    ``datasets`` the datasets collected (empty = every one the venue offers), ``ccxt_config`` extra ccxt constructor
     config (``options``, ``timeout`` in ms, ...), ``api_url`` an API base-URL override (proxy,
     testnet mirror, the local emulator). ``api_key``/``secret`` are stored encrypted and never
     shown. Values are validated when a flow loads the block (unknown ccxt id, malformed URL).
@@ -27,6 +28,13 @@ class ExchangeBlock(Block):
     name: str | None = Field(None, description="label stored in the exchange column")
     enabled: bool = True
     symbols: list[str] = Field(default_factory=list, description="fnmatch patterns on symbols")
+    contract_types: list[str] = Field(
+        default_factory=lambda: ["linear", "inverse"], description="linear and/or inverse"
+    )
+    datasets: list[str] = Field(
+        default_factory=list,
+        description="tickers, funding_rates, funding_history; empty: all the venue offers",
+    )
     ccxt_config: dict[str, Any] = Field(default_factory=dict, description="ccxt constructor config")
     api_url: str | None = Field(None, description="API base-URL override")
     api_key: SecretStr | None = None
@@ -39,6 +47,8 @@ class ExchangeBlock(Block):
             "name": self.name,
             "enabled": self.enabled,
             "symbols": tuple(self.symbols),
+            "contract_types": tuple(self.contract_types),
+            "datasets": tuple(self.datasets) or None,
             "ccxt_config": self.ccxt_config,
             "api_url": self.api_url,
             "api_key": self.api_key,
