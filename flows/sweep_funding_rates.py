@@ -43,7 +43,8 @@ def stated_intervals(rows: list[dict[str, Any]]) -> dict[str, list[Observation]]
     for row in rows:
         if row["interval_hours"]:
             at = int(row["ts"].timestamp() * 1000)
-            stated.setdefault(row["symbol"], []).append(Observation(at, row["interval_hours"], VENUE))
+            observed = Observation(at, row["interval_hours"], VENUE)
+            stated.setdefault(row["symbol"], []).append(observed)
     return stated
 
 
@@ -122,7 +123,9 @@ async def _report_interval_changes(changes: list[dict[str, Any]]) -> None:
         emit_event(
             event=INTERVAL_CHANGED,
             resource={
-                "prefect.resource.id": f"perpflow.instrument.{change['exchange']}.{change['symbol']}",
+                "prefect.resource.id": (
+                    f"perpflow.instrument.{change['exchange']}.{change['symbol']}"
+                ),
                 "perpflow.exchange": change["exchange"],
                 "perpflow.symbol": change["symbol"],
             },

@@ -101,15 +101,21 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def settlement_steps(stamps: list[datetime], intervals: list[IntervalSpan] | None) -> list[Step]:
+Intervals = list[IntervalSpan] | float | None
+
+
+def settlement_steps(stamps: list[datetime], intervals: Intervals) -> list[Step]:
     """The steps between consecutive settlement times ``stamps`` (sorted ascending, distinct) of
     one symbol, in units of the funding interval in force (``intervals``: the symbol's timeline,
-    None or empty when unknown). A step across a change is judged by the longer of the intervals
-    in force at its two ends. Where the timeline is silent the interval inferred from ``stamps``
-    is used (its first inferred interval also for the steps before it); steps with neither are
-    left out."""
+    a number of hours in force throughout, or None / empty when unknown). A step across a change
+    is judged by the longer of the intervals in force at its two ends. Where the timeline is
+    silent the interval inferred from ``stamps`` is used (its first inferred interval also for
+    the steps before it); steps with neither are left out."""
     ms = [_ms(ts) for ts in stamps]
-    known = intervals or []
+    if isinstance(intervals, int | float):
+        known = [IntervalSpan(0, None, float(intervals), "given")]
+    else:
+        known = intervals or []
     inferred, _ = apply_observations([], infer_intervals(ms))
 
     def at(t: int) -> float | None:
@@ -128,7 +134,7 @@ def settlement_steps(stamps: list[datetime], intervals: list[IntervalSpan] | Non
 
 
 def find_gaps(
-    exchange: str, symbol: str, stamps: list[datetime], intervals: list[IntervalSpan] | None
+    exchange: str, symbol: str, stamps: list[datetime], intervals: Intervals
 ) -> list[Gap]:
     """The gaps between ``symbol``'s stored settlement times ``stamps`` (sorted ascending): every
     step of ``GAP_RATIO`` intervals or more (``settlement_steps``), as the missing settlements

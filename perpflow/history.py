@@ -41,7 +41,13 @@ from typing import Any
 from perpflow import normalize
 from perpflow.backfill import HistoryRequest
 from perpflow.exchanges import ExchangeError, _with_markets, call, capability, exchange_client
-from perpflow.intervals import IntervalSpan, Observation, apply_observations, hours_at, infer_intervals
+from perpflow.intervals import (
+    IntervalSpan,
+    Observation,
+    apply_observations,
+    hours_at,
+    infer_intervals,
+)
 from perpflow.normalize import Batch
 from perpflow.settings import ExchangeConfig
 

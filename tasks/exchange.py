@@ -185,7 +185,9 @@ async def fetch_funding_history(
                     request.anchor_ms,
                 )
             except Exception as exc:  # noqa: BLE001 - one symbol's trouble stays that symbol's
-                return history.failed_history(request.symbol, request.since_ms, request.until_ms, exc)
+                return history.failed_history(
+                    request.symbol, request.since_ms, request.until_ms, exc
+                )
 
     async with venue_rate_limit(venue):
         results = await asyncio.gather(*(one(request) for request in plan))

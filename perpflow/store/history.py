@@ -81,7 +81,7 @@ async def record_intervals(
                         "exchange": exchange,
                         "symbol": symbol,
                         "valid_from": ms_to_datetime(span.valid_from),
-                        "valid_to": None if span.valid_to is None else ms_to_datetime(span.valid_to),
+                        "valid_to": span.valid_to and ms_to_datetime(span.valid_to),
                         "interval_hours": span.hours,
                         "source": span.source,
                     }
@@ -168,7 +168,10 @@ async def history_watermarks(engine: AsyncEngine, exchange: str) -> dict[str, Wa
         select(instruments.c.symbol, fc.c.covered_from, fc.c.covered_to, newest.c.newest)
         .select_from(
             instruments.outerjoin(
-                fc, and_(fc.c.exchange == instruments.c.exchange, fc.c.symbol == instruments.c.symbol)
+                fc,
+                and_(
+                    fc.c.exchange == instruments.c.exchange, fc.c.symbol == instruments.c.symbol
+                ),
             ).outerjoin(newest, newest.c.symbol == instruments.c.symbol)
         )
         .where(instruments.c.exchange == exchange)
