@@ -1,4 +1,5 @@
-"""sweep-funding-rates: current/predicted funding and realized history from each watermark."""
+"""sweep-funding-rates: current/predicted funding, realized history from each instrument's proven
+coverage, and the funding-interval history (changes emitted as events)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from prefect import flow, tags
 from prefect.artifacts import acreate_table_artifact
+from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
@@ -14,24 +16,44 @@ from flows.common import RunContext, publish_ledger, resolve_run, run_step, venu
 from flows.progress import Progress
 from perpflow.backfill import gap_requests, plan_history
 from perpflow.exchanges import now_ms
+from perpflow.intervals import VENUE, Observation
 from perpflow.scope import RunScope
 from perpflow.settings import ExchangeConfig
 from perpflow.store import funding_history, funding_rates
 from tasks.exchange import fetch_funding_history, fetch_funding_rates
-from tasks.store import (
-    funding_watermarks,
-    open_funding_gaps,
-    prepare_database,
-    resolve_funding_gaps,
-    set_funding_intervals,
+from tasks.history import (
+    funding_timelines,
+    history_watermarks,
+    record_funding_coverage,
+    record_funding_intervals,
 )
+from tasks.store import open_funding_gaps, prepare_database, resolve_funding_gaps
 
 DAY_MS = 86_400_000
 GAPS_KEY = "sweep-funding-rates-gaps"
+INTERVALS_KEY = "sweep-funding-rates-intervals"
+INTERVAL_CHANGED = "perpflow.funding.interval_changed"
+
+
+def stated_intervals(rows: list[dict[str, Any]]) -> dict[str, list[Observation]]:
+    """The funding intervals the venue states (``interval_hours`` of ``funding_rates`` rows,
+    from ccxt's ``interval`` field) as observations at each row's time; unknown ones are left
+    out, never defaulted."""
+    stated: dict[str, list[Observation]] = {}
+    for row in rows:
+        if row["interval_hours"]:
+            at = int(row["ts"].timestamp() * 1000)
+            observed = Observation(at, row["interval_hours"], VENUE)
+            stated.setdefault(row["symbol"], []).append(observed)
+    return stated
 
 
 async def _venue(
-    ctx: RunContext, venue: ExchangeConfig, progress: Progress, resolved: list[dict[str, Any]]
+    ctx: RunContext,
+    venue: ExchangeConfig,
+    progress: Progress,
+    resolved: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     settings = ctx.settings
     loaded: dict[str, Any] = {}
@@ -41,13 +63,12 @@ async def _venue(
         batch, latency = await ctx.exchange_task(fetch_funding_rates, venue, len(markets))(
             venue, quote(markets), settings.per_symbol_max, settings.max_abs_funding_rate, ctx.run_id
         )
-        hours = {row["symbol"]: row["interval_hours"] for row in batch.rows if row["interval_hours"]}
-        await set_funding_intervals(ctx.database_url, venue.label, quote(hours))
+        loaded["stated"] = stated_intervals(batch.rows)
         return batch, latency
 
     async def history():
         markets = await venue_markets(ctx, venue)
-        watermarks = await funding_watermarks(ctx.database_url, venue.label)
+        watermarks = await history_watermarks(ctx.database_url, venue.label)
         lookback = int(settings.funding_history_lookback_days * DAY_MS)
         plan = plan_history(list(markets), watermarks, now_ms(), lookback)
         # Only gaps of selected markets are fetched, so only those are resolved after the fetch.
@@ -60,19 +81,65 @@ async def _venue(
         )
         if loaded["backfill"]:
             await progress.show(f"{venue.label}: {len(plan)} symbol window(s)")
-        return await ctx.exchange_task(fetch_funding_history, venue, 3 * len(plan))(
-            venue, quote(markets), quote(plan), settings.max_abs_funding_rate, ctx.run_id
+        timelines = await funding_timelines(ctx.database_url, venue.label)
+        fetch_task = ctx.exchange_task(fetch_funding_history, venue, 3 * len(plan))
+        batch, latency, loaded["coverage"], loaded["inferred"] = await fetch_task(
+            venue,
+            quote(markets),
+            quote(plan),
+            settings.max_abs_funding_rate,
+            ctx.run_id,
+            quote(timelines),
         )
+        return batch, latency
 
+    url = ctx.database_url
     with tags(f"exchange:{venue.label}"):
         current = await run_step(ctx, venue, funding_rates, rates)
+        if current is not None and current["status"] in ("ok", "partial") and loaded.get("stated"):
+            changes += await record_funding_intervals(url, venue.label, quote(loaded["stated"]))
         realized = await run_step(ctx, venue, funding_history, history)
-        if realized and realized["status"] == "ok" and loaded.get("gaps"):
+        stored = realized is not None and realized["status"] in ("ok", "partial")
+        if stored:
+            # After the rows are stored: coverage never claims a settlement that is not.
+            changes += await record_funding_intervals(url, venue.label, quote(loaded["inferred"]))
+            await record_funding_coverage(url, venue.label, quote(loaded["coverage"]), ctx.run_id)
+        if stored and loaded.get("gaps"):
             resolved += await resolve_funding_gaps(
                 ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
             )
     await progress.advance(1, f"{venue.label} done")
     return [outcome for outcome in (current, realized) if outcome is not None]
+
+
+async def _report_interval_changes(changes: list[dict[str, Any]]) -> None:
+    """One ``perpflow.funding.interval_changed`` event per change (resource: the instrument) and
+    the ``sweep-funding-rates-intervals`` table artifact listing them."""
+    if not changes:
+        return
+    for change in changes:
+        emit_event(
+            event=INTERVAL_CHANGED,
+            resource={
+                "prefect.resource.id": (
+                    f"perpflow.instrument.{change['exchange']}.{change['symbol']}"
+                ),
+                "perpflow.exchange": change["exchange"],
+                "perpflow.symbol": change["symbol"],
+            },
+            payload=change,
+        )
+        get_run_logger().warning(
+            "%s %s: funding interval %gh -> %gh from %s (%s)",
+            change["exchange"], change["symbol"], change["old_hours"], change["new_hours"],
+            change["changed_at"], change["source"],
+        )
+    await acreate_table_artifact(
+        table=changes,
+        key=INTERVALS_KEY,
+        description="Funding-interval changes detected by this sweep: stated by the venue or "
+        "inferred from settlement times (from the first settlement at the new interval).",
+    )
 
 
 async def _report_gaps(resolved: list[dict[str, Any]]) -> None:
@@ -100,8 +167,13 @@ async def sweep_funding_rates(
     """For every enabled venue: current funding (``fundingRate`` as a fraction per interval, next
     funding time, the venue's predicted ``nextFundingRate``, mark/index price, interval; ccxt
     ``fetch_funding_rates``), then realized settlements (ccxt ``fetch_funding_rate_history``)
-    from each symbol's stored watermark, backfilling ``PERPFLOW_FUNDING_HISTORY_LOOKBACK_DAYS``
-    on first sight, and refetches the windows of open funding-history gaps (recorded by
+    from each symbol's proven coverage (``funding_coverage``: paging until timestamps prove it;
+    coverage that stopped short is fetched again; one symbol's failure is listed in the ledger's
+    batch, not the venue's), backfilling ``PERPFLOW_FUNDING_HISTORY_LOOKBACK_DAYS`` on first
+    sight. Funding intervals are kept as history (``funding_intervals``: stated by the venue or
+    inferred from settlement times, unknown left unknown); each change emits the event
+    ``perpflow.funding.interval_changed`` and is listed in the ``sweep-funding-rates-intervals``
+    table artifact. It also refetches the windows of open funding-history gaps (recorded by
     check-data-quality), marking each filled or unfillable (``sweep-funding-rates-gaps`` table
     artifact; a warning per unfillable gap). Backfills show the ``sweep-funding-rates-backfill``
     progress artifact. Parameters as for collect-tickers. Returns the ledger dicts; publishes the
@@ -112,12 +184,14 @@ async def sweep_funding_rates(
         "sweep-funding-rates-backfill", len(ctx.venues), "funding-history backfill, venues done"
     )
     resolved: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
     async with RunScope():
         await prepare_database(ctx.database_url)
         per_venue = await asyncio.gather(
-            *(_venue(ctx, venue, progress, resolved) for venue in ctx.venues)
+            *(_venue(ctx, venue, progress, resolved, changes) for venue in ctx.venues)
         )
     await _report_gaps(resolved)
+    await _report_interval_changes(changes)
     outcomes = [outcome for pair in per_venue for outcome in pair]
     await publish_ledger("sweep-funding-rates-ledger", ctx, outcomes)
     return outcomes

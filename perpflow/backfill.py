@@ -1,65 +1,86 @@
-"""Planning of realized funding history: which symbols are due and from when (watermarks), where
-stored settlements have gaps, and which windows the sweep fetches to fill them.
+"""Planning of realized funding history: which symbols are due and from when (the proven
+coverage), where stored settlements have gaps, and which windows the sweep fetches to fill them.
 
 A gap is one or more missing settlements between two stored ones of a symbol, judged against the
-symbol's funding interval: consecutive settlements ``GAP_RATIO`` or more intervals apart.
+funding interval in force (``perpflow.intervals``): consecutive settlements ``GAP_RATIO`` or more
+intervals apart. Where no interval is known the spacing inferred from the settlements themselves
+is used; a step with neither is not judged (never an assumed 8 h).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from perpflow.normalize import interval_ms
+from perpflow.intervals import HOUR_MS, IntervalSpan, apply_observations, hours_at, infer_intervals
 
 GAP_RATIO = 1.5
 
 
 @dataclass(frozen=True)
 class HistoryRequest:
-    """Fetch ``symbol``'s settlements in ``[since_ms, until_ms]`` (UTC ms) with ``interval_ms``
-    between settlements."""
+    """Fetch ``symbol``'s settlements in ``[since_ms, until_ms]`` (UTC ms). ``interval_ms``: the
+    funding interval in force when known (None: unknown; paging never needs it); ``anchor_ms``:
+    a settlement already stored before ``since_ms`` that paging asks from, to prove the stretch
+    after it (None: none known)."""
 
     symbol: str
     since_ms: int
     until_ms: int
-    interval_ms: int
+    interval_ms: int | None = None
+    anchor_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where one instrument's realized funding stands: ``covered_from``/``covered_to`` (UTC ms)
+    of its proven coverage (``funding_coverage``; None: never covered), ``newest_ms`` its newest
+    stored settlement at or before ``covered_to`` (None: none) and ``hours`` the funding interval
+    in force then (None: unknown)."""
+
+    covered_from: int | None = None
+    covered_to: int | None = None
+    newest_ms: int | None = None
+    hours: float | None = None
 
 
 def plan_history(
-    symbols: list[str],
-    watermarks: dict[str, tuple[datetime | None, float | None]],
-    now_ms: int,
-    lookback_ms: int,
-    default_interval_hours: float = 8.0,
+    symbols: list[str], watermarks: dict[str, Watermark], now_ms: int, lookback_ms: int
 ) -> list[HistoryRequest]:
     """The history requests one sweep makes for ``symbols``.
 
-    ``watermarks`` is ``{symbol: (newest stored settlement, interval hours)}`` (see
-    ``perpflow.store.funding_watermarks``). A symbol without stored history is backfilled from
-    ``now_ms - lookback_ms``; one with history is due only once a settlement may have happened
-    after its newest stored one (newest + interval <= now), and is then fetched from just after it.
+    A symbol never covered is backfilled over ``[now_ms - lookback_ms, now_ms]``. A covered one
+    is fetched from just after its ``covered_to`` (so coverage that stopped short is fetched
+    again), anchored at its newest stored settlement, once a settlement may exist after that one
+    (newest + interval <= now); with an unknown interval or no stored settlement it is fetched
+    every sweep (paging is by time and needs no interval).
     """
     plan = []
     for symbol in symbols:
-        newest, hours = watermarks.get(symbol, (None, None))
-        step = interval_ms(hours, default_interval_hours)
-        if newest is None:
+        mark = watermarks.get(symbol) or Watermark()
+        step = int(mark.hours * HOUR_MS) if mark.hours else None
+        if mark.covered_to is None:
             plan.append(HistoryRequest(symbol, now_ms - lookback_ms, now_ms, step))
             continue
-        newest_ms = int(newest.timestamp() * 1000)
-        if newest_ms + step <= now_ms:
-            plan.append(HistoryRequest(symbol, newest_ms + 1, now_ms, step))
+        if mark.covered_to >= now_ms:
+            continue
+        newest = mark.newest_ms
+        if step is not None and newest is not None and newest + step > now_ms:
+            continue
+        anchor = newest if newest is not None and newest <= mark.covered_to else None
+        plan.append(HistoryRequest(symbol, mark.covered_to + 1, now_ms, step, anchor))
     return plan
 
 
 @dataclass(frozen=True)
 class Step:
-    """Two consecutive stored settlements of one symbol and how many intervals lie between them."""
+    """Two consecutive stored settlements of one symbol, how many funding intervals lie between
+    them (``intervals``) and the interval they were judged by (``hours``)."""
 
     previous: datetime
     settled: datetime
     intervals: float
+    hours: float
 
 
 @dataclass(frozen=True)
@@ -76,22 +97,52 @@ class Gap:
     missing: int
 
 
-def settlement_steps(stamps: list[datetime], hours: float | None) -> list[Step]:
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+Intervals = list[IntervalSpan] | float | None
+
+
+def settlement_steps(stamps: list[datetime], intervals: Intervals) -> list[Step]:
     """The steps between consecutive settlement times ``stamps`` (sorted ascending, distinct) of
-    one symbol, in units of its funding interval ``hours`` (None: 8 h)."""
-    step_ms = interval_ms(hours)
-    return [
-        Step(a, b, (b - a) / timedelta(milliseconds=step_ms)) for a, b in zip(stamps, stamps[1:])
-    ]
+    one symbol, in units of the funding interval in force (``intervals``: the symbol's timeline,
+    a number of hours in force throughout, or None / empty when unknown). A step across a change
+    is judged by the longer of the intervals in force at its two ends. Where the timeline is
+    silent the interval inferred from ``stamps`` is used (its first inferred interval also for
+    the steps before it); steps with neither are left out."""
+    ms = [_ms(ts) for ts in stamps]
+    if isinstance(intervals, int | float):
+        known = [IntervalSpan(0, None, float(intervals), "given")]
+    else:
+        known = intervals or []
+    inferred, _ = apply_observations([], infer_intervals(ms))
+
+    def at(t: int) -> float | None:
+        hours = hours_at(known, t) or hours_at(inferred, t)
+        if hours is None and inferred and t < inferred[0].valid_from:
+            hours = inferred[0].hours
+        return hours
+
+    steps = []
+    for (a, b), (ta, tb) in zip(zip(stamps, stamps[1:]), zip(ms, ms[1:])):
+        candidates = [h for h in (at(ta), at(tb)) if h]
+        if candidates:
+            hours = max(candidates)
+            steps.append(Step(a, b, (tb - ta) / (hours * HOUR_MS), hours))
+    return steps
 
 
-def find_gaps(exchange: str, symbol: str, stamps: list[datetime], hours: float | None) -> list[Gap]:
+def find_gaps(
+    exchange: str, symbol: str, stamps: list[datetime], intervals: Intervals
+) -> list[Gap]:
     """The gaps between ``symbol``'s stored settlement times ``stamps`` (sorted ascending): every
-    step of ``GAP_RATIO`` intervals or more, as the missing settlements inside it."""
-    interval = timedelta(milliseconds=interval_ms(hours))
+    step of ``GAP_RATIO`` intervals or more (``settlement_steps``), as the missing settlements
+    inside it."""
     gaps = []
-    for step in settlement_steps(stamps, hours):
+    for step in settlement_steps(stamps, intervals):
         if step.intervals >= GAP_RATIO:
+            interval = timedelta(hours=step.hours)
             missing = round(step.intervals) - 1
             gaps.append(
                 Gap(
@@ -99,7 +150,7 @@ def find_gaps(exchange: str, symbol: str, stamps: list[datetime], hours: float |
                     symbol,
                     step.previous + interval,
                     step.previous + missing * interval,
-                    interval / timedelta(hours=1),
+                    step.hours,
                     missing,
                 )
             )
@@ -108,13 +159,12 @@ def find_gaps(exchange: str, symbol: str, stamps: list[datetime], hours: float |
 
 def gap_requests(gaps: list[Gap]) -> list[HistoryRequest]:
     """The history requests that refetch the windows of open ``gaps`` (each ``[gap_from,
-    gap_to]``, UTC ms)."""
-    return [
-        HistoryRequest(
-            gap.symbol,
-            int(gap.gap_from.timestamp() * 1000),
-            int(gap.gap_to.timestamp() * 1000),
-            interval_ms(gap.interval_hours),
+    gap_to]``, UTC ms), anchored at the stored settlement before each gap."""
+    requests = []
+    for gap in gaps:
+        step = int(gap.interval_hours * HOUR_MS)
+        start = _ms(gap.gap_from.astimezone(UTC))
+        requests.append(
+            HistoryRequest(gap.symbol, start, _ms(gap.gap_to), step, start - step)
         )
-        for gap in gaps
-    ]
+    return requests

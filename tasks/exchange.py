@@ -33,6 +33,7 @@ from prefect.tasks import exponential_backoff
 from perpflow import exchanges, history, normalize, snapshots
 from perpflow.backfill import HistoryRequest
 from perpflow.scope import borrow
+from perpflow.intervals import IntervalSpan, Observation
 from perpflow.settings import ExchangeConfig
 
 HISTORY_CONCURRENCY = 8
@@ -221,36 +222,55 @@ async def fetch_funding_history(
     plan: list[HistoryRequest],
     max_abs_rate: float,
     run_id: str,
-) -> tuple[normalize.Batch, float]:
-    """Fetch and normalize realized funding history for every planned symbol (ccxt
-    ``fetch_funding_rate_history``, paged by the venue's cap); returns (batch, latency ms)."""
+    timelines: dict[str, list[IntervalSpan]] | None = None,
+) -> tuple[normalize.Batch, float, dict[str, list[history.Coverage]], dict[str, list[Observation]]]:
+    """Fetch and normalize realized funding history for every planned request (ccxt
+    ``fetch_funding_rate_history``, paged until timestamps prove coverage; at most
+    ``HISTORY_CONCURRENCY`` symbols at a time).
+
+    One symbol's failure never fails the others: its rows so far are kept, its coverage stops
+    where the failure began and it is listed in ``batch.failed`` (``'ErrorClass: message'``).
+    Only when every request failed does the task raise (``TransientExchangeError`` when any
+    failure was transient, so the task is retried; else ``PermanentExchangeError``).
+
+    Returns ``(batch, latency ms, {symbol: [Coverage]}, {symbol: [inferred Observation]})``;
+    ``timelines`` are the funding-interval timelines known before (``{symbol: [IntervalSpan]}``).
+    """
     started = time.perf_counter()
     gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
 
-    async def one(request: HistoryRequest) -> list[dict[str, Any]]:
+    async def one(request: HistoryRequest) -> history.FundingHistory:
         async with gate:
-            return await history.fetch_funding_history(
-                venue,
-                markets,
-                request.symbol,
-                request.since_ms,
-                request.until_ms,
-                request.interval_ms,
-            )
+            try:
+                return await history.fetch_funding_history(
+                    venue,
+                    markets,
+                    request.symbol,
+                    request.since_ms,
+                    request.until_ms,
+                    request.anchor_ms,
+                )
+            except Exception as exc:  # noqa: BLE001 - one symbol's trouble stays that symbol's
+                return history.failed_history(
+                    request.symbol, request.since_ms, request.until_ms, exc
+                )
 
     async with honouring_retry_after(), venue_rate_limit(venue):
-        pages = await asyncio.gather(*(one(request) for request in plan))
-    received = exchanges.now_ms()
-    batch = normalize.Batch(venue.label, "funding_history")
-    for request, settlements in zip(plan, pages, strict=True):
-        normalize.funding_history_rows(
-            venue.label,
-            request.symbol,
-            settlements,
-            request.interval_ms / normalize.HOUR_MS,
-            received,
-            run_id,
-            max_abs_rate,
-            batch,
+        results = await asyncio.gather(*(one(request) for request in plan))
+    if results and all(result.error for result in results):
+        kind = (
+            exchanges.TransientExchangeError
+            if any(result.transient for result in results)
+            else exchanges.PermanentExchangeError
         )
-    return batch, (time.perf_counter() - started) * 1000
+        sample = results[0]
+        raise kind(
+            venue.label,
+            "fetch_funding_rate_history",
+            RuntimeError(f"every symbol failed, e.g. {sample.symbol}: {sample.error}"),
+        )
+    batch, inferred, coverage = history.history_batch(
+        venue.label, plan, results, timelines or {}, exchanges.now_ms(), run_id, max_abs_rate
+    )
+    batch.attempts = _attempt()
+    return batch, (time.perf_counter() - started) * 1000, coverage, inferred

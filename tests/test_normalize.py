@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perpflow.backfill import plan_history
+from perpflow.backfill import Watermark, plan_history
 from perpflow.normalize import (
     funding_history_rows,
     funding_rate_rows,
@@ -81,11 +81,12 @@ def test_interval_strings():
 
 def test_history_plan_backfills_new_symbols_and_waits_for_the_next_settlement():
     hour = 3_600_000
-    newest_recent = ms_to_datetime(NOW - 2 * hour)
-    newest_old = ms_to_datetime(NOW - 9 * hour)
     plan = plan_history(
         ["NEW", "RECENT", "OLD"],
-        {"RECENT": (newest_recent, 8.0), "OLD": (newest_old, 8.0)},
+        {
+            name: Watermark(None, ms, ms, 8.0)  # covered up to the newest stored settlement
+            for name, ms in (("RECENT", NOW - 2 * hour), ("OLD", NOW - 9 * hour))
+        },
         NOW,
         lookback_ms=7 * 24 * hour,
     )

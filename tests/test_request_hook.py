@@ -26,9 +26,9 @@ async def test_every_request_awaits_the_hook_of_its_caller():
             symbol = next(iter(markets))
             now = exchanges.now_ms()
             with exchanges.before_each_request(hook):
-                rows = await history.fetch_funding_history(
-                    venue, markets, symbol, now - 60 * 24 * HOUR_MS, now, 8 * HOUR_MS
-                )
+                rows = (await history.fetch_funding_history(
+                    venue, markets, symbol, now - 60 * 24 * HOUR_MS, now
+                )).rows
             after = len(server.requests.records("okx"))
             await snapshots.fetch_snapshots(venue, "tickers", markets, 0)  # hook gone again
         pages = after - unhooked

@@ -2,6 +2,13 @@
 
 from perpflow.store.engine import create_engine, init_schema, run_engine
 from perpflow.store.gaps import as_gap, read_gaps, record_gaps, resolve_gaps, settlements
+from perpflow.store.history import (
+    history_watermarks,
+    read_coverage,
+    read_intervals,
+    record_coverage,
+    record_intervals,
+)
 from perpflow.store.monitoring import (
     previous_health_status,
     write_health_snapshot,
@@ -12,8 +19,10 @@ from perpflow.store.schema import (
     MARKET_DATA,
     benchmark_results,
     collection_ledger,
+    funding_coverage,
     funding_gaps,
     funding_history,
+    funding_intervals,
     funding_rates,
     health_snapshots,
     instrument_key,
@@ -44,11 +53,14 @@ __all__ = [
     "collection_ledger",
     "create_engine",
     "daily_funding",
+    "funding_coverage",
     "funding_gaps",
     "funding_history",
+    "funding_intervals",
     "funding_rates",
     "funding_watermarks",
     "health_snapshots",
+    "history_watermarks",
     "init_schema",
     "insert_new",
     "instrument_key",
@@ -58,9 +70,13 @@ __all__ = [
     "previous_health_status",
     "quality_results",
     "quarantine",
+    "read_coverage",
     "read_gaps",
+    "read_intervals",
+    "record_coverage",
     "record_failure",
     "record_gaps",
+    "record_intervals",
     "resolve_gaps",
     "run_engine",
     "set_funding_intervals",

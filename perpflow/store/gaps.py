@@ -15,7 +15,9 @@ from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from perpflow.backfill import Gap
-from perpflow.store.schema import funding_gaps, funding_history, instruments
+from perpflow.intervals import IntervalSpan
+from perpflow.store.history import timelines_on
+from perpflow.store.schema import funding_gaps, funding_history
 from perpflow.store.writes import insert_new
 
 OPEN, FILLED, UNFILLABLE = "open", "filled", "unfillable"
@@ -23,11 +25,12 @@ OPEN, FILLED, UNFILLABLE = "open", "filled", "unfillable"
 
 async def settlements(
     engine: AsyncEngine, start: datetime, end: datetime
-) -> dict[tuple[str, str], tuple[float | None, list[datetime]]]:
-    """``{(exchange, symbol): (funding interval hours or None, settlement times)}`` for every
-    symbol with a stored settlement in ``[start, end)``; the times are sorted and include the
-    symbol's last settlement before ``start`` (so a gap across ``start`` is seen). The interval is
-    the instrument's, else the one stored with the settlements."""
+) -> dict[tuple[str, str], tuple[list[IntervalSpan], list[datetime]]]:
+    """``{(exchange, symbol): (funding-interval timeline, settlement times)}`` for every symbol
+    with a stored settlement in ``[start, end)``; the times are sorted and include the symbol's
+    last settlement before ``start`` (so a gap across ``start`` is seen). The timeline is the
+    instrument's ``funding_intervals`` history (``IntervalSpan``s, UTC ms; empty when never
+    known), for ``perpflow.backfill.find_gaps``."""
     fh = funding_history
     previous = (
         select(fh.c.exchange, fh.c.symbol, func.max(fh.c.funding_ts).label("ts"))
@@ -38,14 +41,10 @@ async def settlements(
     in_window = select(fh.c.exchange, fh.c.symbol).where(
         fh.c.funding_ts >= start, fh.c.funding_ts < end
     )
-    hours = func.coalesce(instruments.c.funding_interval_hours, fh.c.interval_hours)
     query = (
-        select(fh.c.exchange, fh.c.symbol, fh.c.funding_ts, hours)
+        select(fh.c.exchange, fh.c.symbol, fh.c.funding_ts)
         .select_from(
             fh.outerjoin(
-                instruments,
-                and_(instruments.c.exchange == fh.c.exchange, instruments.c.symbol == fh.c.symbol),
-            ).outerjoin(
                 previous,
                 and_(previous.c.exchange == fh.c.exchange, previous.c.symbol == fh.c.symbol),
             )
@@ -55,14 +54,12 @@ async def settlements(
         .where((fh.c.funding_ts >= start) | (fh.c.funding_ts == previous.c.ts))
         .order_by(fh.c.exchange, fh.c.symbol, fh.c.funding_ts)
     )
-    found: dict[tuple[str, str], tuple[float | None, list[datetime]]] = {}
+    stamps: dict[tuple[str, str], list[datetime]] = {}
     async with engine.connect() as conn:
-        for exchange, symbol, ts, interval in await conn.execute(query):
-            known, stamps = found.setdefault((exchange, symbol), (interval, []))
-            stamps.append(ts)
-            if known is None and interval is not None:
-                found[(exchange, symbol)] = (interval, stamps)
-    return found
+        for exchange, symbol, ts in await conn.execute(query):
+            stamps.setdefault((exchange, symbol), []).append(ts)
+        timelines = await timelines_on(conn, None, None) if stamps else {}
+    return {key: (timelines.get(key, []), times) for key, times in stamps.items()}
 
 
 async def record_gaps(engine: AsyncEngine, gaps: list[Gap], run_id: str) -> list[dict[str, Any]]:

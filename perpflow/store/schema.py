@@ -24,6 +24,7 @@ from functools import lru_cache
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Boolean,
     Column,
     DateTime,
@@ -280,4 +281,34 @@ benchmark_results = Table(
     Column("python", String(32), nullable=False),
     Column("db_server", String(64), nullable=False),
     _ts("recorded_at", nullable=False),
+)
+
+
+# -- realized funding: proven coverage and funding intervals with history -------------------------
+# funding_coverage: per instrument, the contiguous range (UTC) in which every settlement the venue
+# serves is stored, as proven by the timestamps paging saw (perpflow.history); the sweep plans
+# from covered_to. funding_intervals: the funding interval (hours) in force from valid_from until
+# valid_to (NULL: still in force), learned from the venue or inferred from settlement spacing; an
+# interval never known has no row (never an assumed 8 h).
+funding_coverage = Table(
+    "funding_coverage",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("covered_from", nullable=False),
+    _ts("covered_to", nullable=False),
+    _ts("updated_at", nullable=False),
+    Column("run_id", String(64)),
+)
+
+funding_intervals = Table(
+    "funding_intervals",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("symbol", String(128), primary_key=True),
+    _ts("valid_from", primary_key=True),
+    _ts("valid_to"),
+    Column("interval_hours", Float, nullable=False),
+    Column("source", String(16), nullable=False),  # venue | inferred
+    CheckConstraint("source IN ('venue', 'inferred')", name="funding_intervals_source_check"),
 )
