@@ -115,7 +115,9 @@ async def fetch_tickers(
     async with venue_rate_limit(venue):
         tickers, received, unparsed = await exchanges.fetch_tickers(venue, markets, per_symbol_max)
     latency = (time.perf_counter() - started) * 1000
-    batch = normalize.ticker_rows(venue.label, tickers, list(markets), received, run_id, unparsed)
+    batch = normalize.ticker_rows(
+        venue.label, tickers, list(markets), received, run_id, unparsed, markets=markets
+    )
     return batch, latency
 
 

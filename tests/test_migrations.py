@@ -53,7 +53,10 @@ async def _state(engine):
         return await conn.run_sync(lambda c: (current_revisions(c), _schema_diff(c), _keys(c)))
 
 
-HEAD_STATE = (head_revisions(), [], {"tickers": ["instrument_key", "ts"], "funding_rates": ["instrument_key", "ts"]})
+OBSERVATION_KEY = ["instrument_key", "ts", "obs_key"]
+HEAD_STATE = (head_revisions(), [], {"tickers": OBSERVATION_KEY, "funding_rates": OBSERVATION_KEY})
+# Columns later revisions added to the foundation's tables (0006: instrument_key; 0008: the rest).
+LATER_COLUMNS = {"instrument_key", "obs_key", "contract_volume"}
 
 
 def _foundation_tables(connection) -> None:
@@ -92,13 +95,14 @@ async def _dump(engine):
 
 
 def _foundation_columns(table_):
-    return [c for c in table_.c if c.name != "instrument_key"]
+    return [c for c in table_.c if c.name not in LATER_COLUMNS]
 
 
 def _foundation_insert(table_, rows):
-    """An INSERT of ``rows``' columns only (the foundation's table has no ``instrument_key``),
-    with the schema's types (UTC datetimes bound as the store binds them)."""
-    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in rows[0])))
+    """An INSERT of ``rows``' foundation columns only (not the ``LATER_COLUMNS``), with the
+    schema's types (UTC datetimes bound as the store binds them)."""
+    names = [name for name in rows[0] if name not in LATER_COLUMNS]
+    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in names)))
 
 
 async def test_foundation_database_with_rows_upgrades_in_place(blank_database_url):

@@ -30,8 +30,10 @@ from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.schema import (
     collection_ledger,
     funding_history,
+    OBSERVED,
     instrument_key,
     instruments,
+    observation_key,
     quarantine,
 )
 
@@ -73,20 +75,45 @@ def _insert(conn: AsyncConnection):
 
 
 KEY = "instrument_key"
+OBS_KEY = "obs_key"
+DERIVED = (KEY, OBS_KEY)
 
 
 def given_columns(table: Table) -> list[str]:
-    """The columns a row for ``table`` brings: all but ``instrument_key``, which the store derives
-    from ``exchange`` and ``symbol`` (``schema.instrument_key``)."""
-    return [column.name for column in table.columns if column.name != KEY]
+    """The columns a row for ``table`` brings: all but the keys the store derives,
+    ``instrument_key`` (from ``exchange`` and ``symbol``, ``schema.instrument_key``) and
+    ``obs_key`` (from the ``OBSERVED`` value columns, ``schema.observation_key``)."""
+    return [column.name for column in table.columns if column.name not in DERIVED]
+
+
+def _deriver(table: Table, columns: list[str]) -> Callable[[tuple], tuple] | None:
+    """``f(record) -> (instrument_key,)`` or ``(instrument_key, obs_key)`` for records whose
+    values are in ``columns`` order, or None when ``table`` has no derived key."""
+    if KEY not in table.c:
+        return None
+    exchange, symbol = columns.index("exchange"), columns.index("symbol")
+    if OBS_KEY not in table.c:
+        return lambda record: (instrument_key(record[exchange], record[symbol]),)
+    observed = itemgetter(*(columns.index(name) for name in OBSERVED[table.name]))
+    digest = observation_key(table.name)
+    return lambda record: (
+        instrument_key(record[exchange], record[symbol]),
+        digest(observed(record)),
+    )
 
 
 def keyed_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` as new dicts with their ``instrument_key`` when ``table`` has that column, else
-    ``rows`` themselves (the caller's dicts are never changed)."""
+    """``rows`` as new dicts with the keys the store derives (``instrument_key``, and ``obs_key``
+    where ``table`` has it), else ``rows`` themselves (the caller's dicts are never changed). A
+    value column missing from a row counts as NULL in ``obs_key``."""
     if KEY not in table.c:
         return rows
-    return [{**row, KEY: instrument_key(row["exchange"], row["symbol"])} for row in rows]
+    columns = given_columns(table)
+    derive = _deriver(table, columns)
+    names = [name for name in DERIVED if name in table.c]
+    return [
+        {**row, **dict(zip(names, derive(tuple(map(row.get, columns)))))} for row in rows
+    ]
 
 
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -106,18 +133,19 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
 def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple]]:
     """``(column names, one tuple per row in that order)`` of ``rows`` for a COPY into ``table``:
     the ``given_columns`` (a column missing from a row is NULL), then the derived
-    ``instrument_key`` where ``table`` has one. (``itemgetter`` when every row has every column:
-    about three times faster than a per-column ``dict.get``, which matters at 500 rows a batch.)"""
+    ``instrument_key`` and ``obs_key`` where ``table`` has them. (``itemgetter`` when every row
+    has every column: about three times faster than a per-column ``dict.get``, which matters at
+    500 rows a batch.)"""
     columns = given_columns(table)
     try:
         records = list(map(itemgetter(*columns), rows))
     except KeyError:
         records = [tuple(map(row.get, columns)) for row in rows]
-    if KEY not in table.c:
+    derive = _deriver(table, columns)
+    if derive is None:
         return columns, records
-    exchange, symbol = columns.index("exchange"), columns.index("symbol")
-    keyed = [(*record, instrument_key(record[exchange], record[symbol])) for record in records]
-    return [*columns, KEY], keyed
+    names = [name for name in DERIVED if name in table.c]
+    return [*columns, *names], [(*record, *derive(record)) for record in records]
 
 
 async def copy_into(conn: AsyncConnection, name: str, columns: list[str], records: list[tuple]) -> None:
