@@ -148,10 +148,10 @@ def ticker_rows(
 ) -> Batch:
     """Normalize ccxt ``fetch_tickers`` output for the requested ``symbols``.
 
-    ``markets``: the ccxt markets of ``symbols`` (``{symbol: market}``, as ``load_markets`` gives
-    them; ``contract``, ``contractSize``, ``linear``, ``inverse`` are read) so that the volumes get
-    one unit per column (``ticker_volumes``); without them (or for a symbol missing from them)
-    the volumes are stored as ccxt gives them.
+    ``markets``: the ccxt markets of ``symbols`` (``{symbol: market}``, as ``load_markets``
+    gives them; ``contract``, ``contractSize``, ``inverse`` are read) so that the volumes get one
+    unit per column (``ticker_volumes``); without them (or for a symbol missing from them) the
+    volumes are stored as ccxt gives them.
 
     Row: exchange, symbol, ts (exchange time, else receipt time), ts_source ('exchange' |
     'received'), bid, ask, last, mark_price, index_price (quote currency), base_volume (base
@@ -193,7 +193,9 @@ def ticker_rows(
 Volumes = tuple[float | None, float | None, float | None]
 
 
-def _readings(base: float, quote: float, size: float, inverse: bool) -> list[tuple[float, Volumes]]:
+def _readings(
+    base: float, quote: float, size: float, inverse: bool
+) -> list[tuple[float, Volumes]]:
     """Each way ccxt's ``(baseVolume, quoteVolume)`` can be meant on a contract market, as
     ``(quote / base ratio it implies, divided by the price; (base, quote, contracts))``."""
     as_given = (quote / base, (base, quote, None))

@@ -34,10 +34,10 @@ async def stored_summary(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 
 async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
-    """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers`` columns):
-    the newest ``ts``, and of several observations at that ``ts`` (values that changed between
-    polls of a venue whose time is its last trade's) the newest ``collected_at`` (then the larger
-    ``obs_key``, so exactly one row per instrument).
+    """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers``
+    columns): the newest ``ts``, and of several observations at that ``ts`` (values that changed
+    between polls of a venue whose time is its last trade's) the newest ``collected_at`` (then the
+    larger ``obs_key``, so exactly one row per instrument).
 
     One primary-key probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first
     ``LIMIT 1``; SQLite: ``max(ts)`` per instrument, then the newest row at that time by

@@ -115,11 +115,12 @@ def _observation_key_column() -> Column:
     return Column("obs_key", BigInteger, nullable=False)
 
 
-# Units of the ticker volumes (see ``perpflow.normalize.ticker_rows`` for how ccxt's values are
-# brought to them): ``base_volume`` in base currency, ``quote_volume`` in quote currency, both
-# over the venue's rolling 24 h; ``contract_volume`` in contracts (each ``instruments.contract_size``
-# base units on a linear market, quote units on an inverse one) when the venue gives its volume in
-# contracts, else NULL. Prices in quote currency.
+# Units of the ticker volumes (``perpflow.normalize.ticker_volumes`` brings ccxt's values to
+# them): ``base_volume`` in base currency, ``quote_volume`` in quote currency, both over the
+# venue's rolling 24 h; ``contract_volume`` in contracts (each ``instruments.contract_size`` base
+# units on a linear market, quote units on an inverse one) when the venue counts its volume in
+# contracts, else NULL. Prices in quote currency. Rows stored before revision 0008 keep the
+# volumes as ccxt gave them.
 tickers = Table(
     "tickers",
     metadata,
@@ -164,8 +165,8 @@ funding_rates = Table(
 )
 
 # The value columns of each observation table, in digest order (``observation_key``): every
-# column but the key's (``exchange``, ``symbol``, ``ts``; ``instrument_key``, ``obs_key``) and the
-# bookkeeping (``collected_at``, ``run_id``). The first is text, the others numbers or times.
+# column but the key's (``exchange``, ``symbol``, ``ts``; ``instrument_key``, ``obs_key``) and
+# the bookkeeping (``collected_at``, ``run_id``). The first is text, the others numbers or times.
 OBSERVED = {
     "tickers": (
         "ts_source",
@@ -197,14 +198,14 @@ _MICROSECOND = timedelta(microseconds=1)
 @lru_cache(maxsize=None)
 def observation_key(table: str) -> Callable[[Sequence[Any]], int]:
     """The digest function of ``table``'s observations (``'tickers'`` or ``'funding_rates'``):
-    ``f(values) -> obs_key``, ``values`` being the row's ``OBSERVED[table]`` columns in that order.
+    ``f(values) -> obs_key``, ``values`` being the row's ``OBSERVED[table]`` columns in that
+    order.
 
     ``obs_key`` is the signed 64-bit big-endian head of SHA-256 over the UTF-8 text of the first
     value (``ts_source``), a unit separator (0x1F), then each other value as a little-endian IEEE
-    754 double: a number as given (-0.0 as 0.0), a time as whole microseconds since 1970-01-01 UTC
-    (exact as a double until the year 2255), a missing value as NaN (stored numbers are finite; a
-    missing text as empty, which the NOT NULL column refuses anyway).
-    The same values give the same key in every process and on both stores (floats round-trip
+    754 double: a number as given (-0.0 as 0.0), a time as whole microseconds since 1970-01-01
+    UTC (exact as a double until the year 2255), a missing value as NaN (stored numbers are
+    finite; a missing text as empty, which the NOT NULL column refuses anyway). The same values give the same key in every process and on both stores (floats round-trip
     exactly through PostgreSQL ``double precision`` and SQLite ``REAL``). About 1.2 µs a row.
     Raises ``KeyError`` for another table; ``TypeError`` for a value of another kind.
     """
@@ -233,6 +234,7 @@ def observation_key(table: str) -> Callable[[Sequence[Any]], int]:
         return digest((values[0] or "").encode() + b"\x1f" + numbers)
 
     return key_with_times
+
 
 funding_history = Table(
     "funding_history",

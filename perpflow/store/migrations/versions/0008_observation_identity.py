@@ -110,9 +110,10 @@ def _fill(table: str) -> None:
     if postgresql:
         order = [view.c.instrument_key, view.c.ts]
         update = sa.text(
-            f"UPDATE {table} AS t SET obs_key = v.obs_key FROM unnest(CAST(:keys AS bigint[]), "
-            "CAST(:times AS timestamptz[]), CAST(:digests AS bigint[])) AS v(instrument_key, ts, "
-            "obs_key) WHERE t.instrument_key = v.instrument_key AND t.ts = v.ts"
+            f"UPDATE {table} AS t SET obs_key = v.obs_key FROM unnest("
+            "CAST(:keys AS bigint[]), CAST(:times AS timestamptz[]), CAST(:digests AS bigint[])"
+            ") AS v(instrument_key, ts, obs_key) "
+            "WHERE t.instrument_key = v.instrument_key AND t.ts = v.ts"
         )
     else:
         order = [view.c.rowid]
@@ -137,9 +138,8 @@ def _fill(table: str) -> None:
                 },
             )
         else:
-            conn.execute(
-                update, [{"digest": d, "rowid": row[0]} for d, row in zip(digests, rows, strict=True)]
-            )
+            pairs = zip(digests, rows, strict=True)
+            conn.execute(update, [{"digest": d, "rowid": row[0]} for d, row in pairs])
         after = tuple(rows[-1][:width])
 
 
