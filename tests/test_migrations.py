@@ -262,12 +262,11 @@ async def test_observation_identity_revision_gives_old_rows_the_store_digest(bla
         assert await _dump(engine) == before
         async with engine.connect() as conn:
             for table_ in (tickers, funding_rates):
-                digest = observation_key(table_.name)
                 rows = (await conn.execute(select(table_))).all()
                 assert len(rows) == len(symbols)
                 for row in rows:
                     values = tuple(getattr(row, name) for name in OBSERVED[table_.name])
-                    assert row.obs_key == digest(values)
+                    assert row.obs_key == observation_key(table_.name, values)
         again = _observations(NOW + 60_000, symbols, 100.0, "r1")
         changed = _observations(NOW + 120_000, symbols, 101.0, "r2")
         for batch, table_ in zip(again, (tickers, funding_rates), strict=True):

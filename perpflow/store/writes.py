@@ -33,7 +33,7 @@ from perpflow.store.schema import (
     OBSERVED,
     instrument_key,
     instruments,
-    observation_key,
+    observation_keys,
     quarantine,
 )
 
@@ -82,24 +82,24 @@ DERIVED = (KEY, OBS_KEY)
 def given_columns(table: Table) -> list[str]:
     """The columns a row for ``table`` brings: all but the keys the store derives,
     ``instrument_key`` (from ``exchange`` and ``symbol``, ``schema.instrument_key``) and
-    ``obs_key`` (from the ``OBSERVED`` value columns, ``schema.observation_key``)."""
+    ``obs_key`` (from the ``OBSERVED`` value columns, ``schema.observation_keys``)."""
     return [column.name for column in table.columns if column.name not in DERIVED]
 
 
-def _deriver(table: Table, columns: list[str]) -> Callable[[tuple], tuple] | None:
-    """``f(record) -> (instrument_key,)`` or ``(instrument_key, obs_key)`` for records whose
-    values are in ``columns`` order, or None when ``table`` has no derived key."""
+def _with_derived(
+    table: Table, columns: list[str], records: list[tuple]
+) -> tuple[list[str], list[tuple]]:
+    """``records`` (values in ``columns`` order) with the keys the store derives appended:
+    ``(names appended, new records)``; nothing appended when ``table`` derives none."""
     if KEY not in table.c:
-        return None
+        return [], records
     exchange, symbol = columns.index("exchange"), columns.index("symbol")
+    keys = [instrument_key(record[exchange], record[symbol]) for record in records]
     if OBS_KEY not in table.c:
-        return lambda record: (instrument_key(record[exchange], record[symbol]),)
+        return [KEY], [(*record, key) for record, key in zip(records, keys)]
     observed = itemgetter(*(columns.index(name) for name in OBSERVED[table.name]))
-    digest = observation_key(table.name)
-    return lambda record: (
-        instrument_key(record[exchange], record[symbol]),
-        digest(observed(record)),
-    )
+    digests = observation_keys(table.name, map(observed, records))
+    return list(DERIVED), [(*r, k, d) for r, k, d in zip(records, keys, digests)]
 
 
 def keyed_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -109,11 +109,9 @@ def keyed_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     if KEY not in table.c:
         return rows
     columns = given_columns(table)
-    derive = _deriver(table, columns)
-    names = [name for name in DERIVED if name in table.c]
-    return [
-        {**row, **dict(zip(names, derive(tuple(map(row.get, columns)))))} for row in rows
-    ]
+    names, records = _with_derived(table, columns, [tuple(map(row.get, columns)) for row in rows])
+    width = len(columns)
+    return [{**row, **dict(zip(names, record[width:]))} for row, record in zip(rows, records)]
 
 
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -141,11 +139,8 @@ def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], l
         records = list(map(itemgetter(*columns), rows))
     except KeyError:
         records = [tuple(map(row.get, columns)) for row in rows]
-    derive = _deriver(table, columns)
-    if derive is None:
-        return columns, records
-    names = [name for name in DERIVED if name in table.c]
-    return [*columns, *names], [(*record, *derive(record)) for record in records]
+    names, records = _with_derived(table, columns, records)
+    return [*columns, *names], records
 
 
 async def copy_into(conn: AsyncConnection, name: str, columns: list[str], records: list[tuple]) -> None:
