@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -144,34 +145,116 @@ def ticker_rows(
     received_ms: int,
     run_id: str | None,
     unparsed: list[tuple[dict[str, Any], str | None, str]] = (),
+    *,
+    markets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Batch:
     """Normalize ccxt ``fetch_tickers`` output for the requested ``symbols``.
 
+    ``markets``: the ccxt markets of ``symbols`` (``{symbol: market}``, as ``load_markets``
+    gives them; ``contract``, ``contractSize``, ``inverse`` are read) so that the volumes get one
+    unit per column (``ticker_volumes``); without them (or for a symbol missing from them) the
+    volumes are stored as ccxt gives them.
+
     Row: exchange, symbol, ts (exchange time, else receipt time), ts_source ('exchange' |
-    'received'), bid, ask, last, mark_price, index_price (quote currency), base_volume,
-    quote_volume, collected_at, run_id. Negative/zero or non-numeric prices are quarantined.
+    'received'), bid, ask, last, mark_price, index_price (quote currency), base_volume (base
+    currency), quote_volume (quote currency), contract_volume (contracts, when the venue counts in
+    contracts), collected_at, run_id. Negative/zero or non-numeric prices are quarantined.
     """
     collected_at = ms_to_datetime(received_ms)
+    markets = markets or {}
 
     def build(symbol: str, t: dict[str, Any]) -> dict[str, Any]:
         ts, source = _stamp(t, received_ms)
-        return {
-            "exchange": exchange,
-            "symbol": symbol,
-            "ts": ts,
-            "ts_source": source,
+        prices = {
             "bid": _number(t, "bid", positive=True),
             "ask": _number(t, "ask", positive=True),
             "last": _number(t, "last", positive=True),
             "mark_price": _number(t, "markPrice", positive=True),
             "index_price": _number(t, "indexPrice", positive=True),
-            "base_volume": _number(t, "baseVolume"),
-            "quote_volume": _number(t, "quoteVolume"),
+        }
+        price = prices["last"] or prices["mark_price"] or prices["index_price"]
+        base, quote, contracts = ticker_volumes(
+            _number(t, "baseVolume"), _number(t, "quoteVolume"), price, markets.get(symbol)
+        )
+        return {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": ts,
+            "ts_source": source,
+            **prices,
+            "base_volume": base,
+            "quote_volume": quote,
+            "contract_volume": contracts,
             "collected_at": collected_at,
             "run_id": run_id,
         }
 
     return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build, unparsed)
+
+
+Volumes = tuple[float | None, float | None, float | None]
+
+
+def _readings(
+    base: float, quote: float, size: float, inverse: bool
+) -> list[tuple[float, Volumes]]:
+    """Each way ccxt's ``(baseVolume, quoteVolume)`` can be meant on a contract market, as
+    ``(quote / base ratio it implies, divided by the price; (base, quote, contracts))``."""
+    as_given = (quote / base, (base, quote, None))
+    if not inverse:  # a contract is ``size`` base units
+        return [as_given, (quote / (base * size), (base * size, quote, base))]
+    return [  # a contract is ``size`` quote units
+        as_given,
+        ((base * size) / quote, (quote, base * size, base)),  # contracts, and base as "quote"
+    ]
+
+
+def ticker_volumes(
+    base: float | None,
+    quote: float | None,
+    price: float | None,
+    market: Mapping[str, Any] | None,
+) -> Volumes:
+    """ccxt's ticker ``baseVolume`` and ``quoteVolume`` -> ``(base currency, quote currency,
+    contracts)`` over the venue's 24 h, with ``market`` the ccxt market (``contractSize``: base
+    units per contract on a linear market, quote units on an inverse one) and ``price`` the last
+    (else mark, else index) price in quote currency.
+
+    ccxt does not give one unit for contract markets (4.5.90): binanceusdm, bybit linear, bingx,
+    kucoinfutures (contract size 0.001 and all) give base and quote; binancecoinm and deribit
+    inverse too; okx gives the contract count as ``baseVolume`` and no quote volume; bybit and
+    phemex inverse give the contract count (1 USD each) as ``baseVolume`` and the base amount as
+    ``quoteVolume``. So the rule reads the figures, not the venue:
+
+    - no market, not a contract, no contract size, a linear contract of size 1, or no (or zero)
+      ``baseVolume``: as given;
+    - both figures positive and a price: the reading whose quote/base ratio is nearest the price
+      (in ratio, ``|log(ratio / price)|``; a tie keeps ccxt's reading): as given; or, linear,
+      ``baseVolume`` in contracts (base = contracts x size); or, inverse, ``baseVolume`` in
+      contracts and ``quoteVolume`` in base (quote = contracts x size);
+    - otherwise (``baseVolume`` alone, as okx; nothing to check it against): ``baseVolume`` is
+      taken as contracts, ccxt's unit for amounts on contract markets: linear, base = contracts x
+      size; inverse, quote = contracts x size and base None (it would need the 24 h average
+      price, which the ticker does not give). A quote volume alone is kept; base stays None.
+    """
+    size = market.get("contractSize") if market else None
+    inverse = bool(market and market.get("inverse"))
+    if (
+        not market
+        or not market.get("contract")
+        or not isinstance(size, int | float)
+        or size <= 0
+        or (size == 1 and not inverse)
+        or not base  # None, or no volume in any unit
+    ):
+        return base, quote, None
+    size = float(size)
+    if quote and base and price:
+        readings = _readings(base, quote, size, inverse)
+        return min(readings, key=lambda reading: abs(math.log(reading[0] / price)))[1]
+    if inverse:
+        return None, base * size, base
+    return base * size, quote, base
 
 
 def funding_rate_rows(

@@ -181,7 +181,8 @@ async def fetch_tickers(
 
     def rows(symbols: list[str], fetched: snapshots.Fetched) -> normalize.Batch:
         return normalize.ticker_rows(
-            venue.label, fetched.items, symbols, fetched.received_ms, run_id, fetched.unparsed
+            venue.label, fetched.items, symbols, fetched.received_ms, run_id, fetched.unparsed,
+            markets=markets,
         )
 
     return await _snapshot_batch(venue, "tickers", markets, per_symbol_max, run_id, rows)

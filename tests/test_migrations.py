@@ -22,6 +22,8 @@ from perpflow.store import (
     store_batch,
     tickers,
 )
+from perpflow.store.partitions import ensure_row_partitions
+from perpflow.store.schema import OBSERVED, observation_key
 from perpflow.store.migrate import FOUNDATION_REVISION, alembic_config, current_revisions, head_revisions
 from perpflow.store.partitions import partition_day
 
@@ -53,7 +55,12 @@ async def _state(engine):
         return await conn.run_sync(lambda c: (current_revisions(c), _schema_diff(c), _keys(c)))
 
 
-HEAD_STATE = (head_revisions(), [], {"tickers": ["instrument_key", "ts"], "funding_rates": ["instrument_key", "ts"]})
+OBSERVATION_KEY = ["instrument_key", "ts", "obs_key"]
+HEAD_STATE = (head_revisions(), [], {"tickers": OBSERVATION_KEY, "funding_rates": OBSERVATION_KEY})
+# Columns later revisions added to the foundation's tables (0006: instrument_key; 0007: the
+# ledger's failed, failed_symbols, attempts; 0008: obs_key, contract_volume).
+LATER_COLUMNS = {"instrument_key", "failed", "failed_symbols", "attempts", "obs_key",
+                 "contract_volume"}
 
 
 def _foundation_tables(connection) -> None:
@@ -91,18 +98,15 @@ async def _dump(engine):
         }
 
 
-# Columns later revisions added to the foundation's tables.
-LATER_COLUMNS = {"instrument_key", "failed", "failed_symbols", "attempts"}
-
-
 def _foundation_columns(table_):
     return [c for c in table_.c if c.name not in LATER_COLUMNS]
 
 
 def _foundation_insert(table_, rows):
-    """An INSERT of ``rows``' columns only (the foundation's table has no ``instrument_key``),
-    with the schema's types (UTC datetimes bound as the store binds them)."""
-    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in rows[0])))
+    """An INSERT of ``rows``' foundation columns only (not the ``LATER_COLUMNS``), with the
+    schema's types (UTC datetimes bound as the store binds them)."""
+    names = [name for name in rows[0] if name not in LATER_COLUMNS]
+    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in names)))
 
 
 async def test_foundation_database_with_rows_upgrades_in_place(blank_database_url):
@@ -217,5 +221,127 @@ async def test_ledger_revision_counts_what_earlier_failed_steps_meant_to_fetch(b
                        collection_ledger.c.attempts, collection_ledger.c.failed_symbols)
             )).all()
         assert sorted(map(tuple, rows)) == [("bybit", 0, 1, None), ("okx", 7, 1, None)]
+    finally:
+        await engine.dispose()
+
+
+def _observations(at_ms: int, symbols: list[str], mark: float, run_id: str):
+    """Ticker and funding-rate rows of ``symbols`` at the venue time ``NOW`` (a last-trade time),
+    received at ``at_ms``, with mark price ``mark`` and a few missing values."""
+    tickers_ = {
+        s: {"symbol": s, "timestamp": NOW, "bid": 1.0 + i, "ask": 2.0 + i, "markPrice": mark,
+            "baseVolume": None if i % 2 else 10.0 * i}
+        for i, s in enumerate(symbols)
+    }
+    rates = {
+        s: {"symbol": s, "timestamp": NOW, "fundingRate": -0.0 if i == 0 else 1e-4 * i,
+            "fundingTimestamp": NOW + 3_600_000, "markPrice": mark, "interval": "8h"}
+        for i, s in enumerate(symbols)
+    }
+    return (
+        ticker_rows("venue", tickers_, symbols, at_ms, run_id),
+        funding_rate_rows("venue", rates, symbols, at_ms, run_id, 0.05),
+    )
+
+
+def _revision_0006_insert(table_, rows):
+    """An INSERT of ``rows``' columns as revision 0006 has them (with ``instrument_key``)."""
+    names = [name for name in rows[0] if name not in LATER_COLUMNS - {"instrument_key"}]
+    return insert(table(table_.name, *(column(name, table_.c[name].type) for name in names)))
+
+
+def _all_rows(engine):
+    async def read():
+        async with engine.connect() as conn:
+            return {
+                t.name: sorted(map(tuple, (await conn.execute(select(t))).all()), key=repr)
+                for t in (tickers, funding_rates)
+            }
+
+    return read()
+
+
+async def test_observation_identity_revision_gives_old_rows_the_store_digest(blank_database_url):
+    """Rows stored at 0006 keep every value through 0008 and get the digest the store computes:
+    re-polling the same observation afterwards is a duplicate, a changed one is stored."""
+    engine = create_engine(blank_database_url)
+    symbols = [f"S{i}/USDT:USDT" for i in range(12)]
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0006", command.upgrade))
+        old = _observations(NOW, symbols, 100.0, "r0")
+        for batch, table_ in zip(old, (tickers, funding_rates), strict=True):
+            await ensure_row_partitions(engine, table_, batch.rows)  # days of a partitioned table
+            keyed = [
+                {k: v for k, v in row.items() if k != "contract_volume"}
+                | {"instrument_key": instrument_key(row["exchange"], row["symbol"])}
+                for row in batch.rows
+            ]
+            async with engine.begin() as conn:
+                await conn.execute(_revision_0006_insert(table_, keyed), keyed)
+        before = await _dump(engine)
+        assert len(before["tickers"]) == len(before["funding_rates"]) == len(symbols)
+
+        await init_schema(engine)
+
+        assert await _state(engine) == HEAD_STATE
+        assert await _dump(engine) == before
+        async with engine.connect() as conn:
+            for table_ in (tickers, funding_rates):
+                rows = (await conn.execute(select(table_))).all()
+                assert len(rows) == len(symbols)
+                for row in rows:
+                    values = tuple(getattr(row, name) for name in OBSERVED[table_.name])
+                    assert row.obs_key == observation_key(table_.name, values)
+        again = _observations(NOW + 60_000, symbols, 100.0, "r1")
+        changed = _observations(NOW + 120_000, symbols, 101.0, "r2")
+        for batch, table_ in zip(again, (tickers, funding_rates), strict=True):
+            result = await store_batch(engine, table_, batch, _entry("r1", table_.name))
+            assert (result.stored, result.duplicates) == (0, len(symbols))
+        for batch, table_ in zip(changed, (tickers, funding_rates), strict=True):
+            result = await store_batch(engine, table_, batch, _entry("r2", table_.name))
+            assert (result.stored, result.duplicates) == (len(symbols), 0)
+    finally:
+        await engine.dispose()
+
+
+async def test_observation_identity_revision_downgrades_and_upgrades_without_losing_rows(
+    blank_database_url,
+):
+    """Two observations at one (instrument_key, ts): downgrade keeps the newest collected_at in
+    the table and sets the other aside; upgrading again brings every row back as it was."""
+    engine = create_engine(blank_database_url)
+    symbols = [f"S{i}/USDT:USDT" for i in range(6)]
+    try:
+        await init_schema(engine)
+        first = _observations(NOW, symbols, 100.0, "r1")
+        second = _observations(NOW + 60_000, symbols, 101.0, "r2")
+        for batch, table_ in zip([*first, *second], (tickers, funding_rates) * 2, strict=True):
+            await store_batch(engine, table_, batch, _entry(batch.rows[0]["run_id"], table_.name))
+        before = await _all_rows(engine)
+        assert len(before["tickers"]) == len(before["funding_rates"]) == 2 * len(symbols)
+
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0006", command.downgrade))
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_keys) == {
+                "tickers": ["instrument_key", "ts"],
+                "funding_rates": ["instrument_key", "ts"],
+            }
+            for name in ("tickers", "funding_rates"):
+                kept = (await conn.execute(text(f"SELECT run_id, mark_price FROM {name}"))).all()
+                assert sorted(kept) == [("r2", 101.0)] * len(symbols)  # the newest collected_at
+                aside = (
+                    await conn.execute(text(f"SELECT run_id, mark_price FROM {name}_displaced"))
+                ).all()
+                assert sorted(aside) == [("r1", 100.0)] * len(symbols)
+
+        await init_schema(engine)
+
+        assert await _state(engine) == HEAD_STATE
+        assert await _all_rows(engine) == before
+        async with engine.connect() as conn:
+            names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        assert not [name for name in names if name.endswith("_displaced")]
     finally:
         await engine.dispose()

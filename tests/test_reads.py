@@ -102,3 +102,25 @@ async def test_latest_window_and_daily_funding(engine):
     first = daily[0]
     assert first.mean_rate == pytest.approx(0.00025) and first.max_rate == pytest.approx(0.0004)
     assert window[0].ts - window[-1].ts == -timedelta(hours=12)
+
+
+async def test_latest_ticker_of_several_observations_at_one_time_is_the_newest_received(engine):
+    """A venue whose time is its last trade's answers polls at 1, 2 and 3 min with the same
+    ``ts`` and moving mark prices: the latest row is the one received last, once per symbol."""
+    await _fill(engine)
+    last_ts = T0 + 42 * 3_600_000
+    for minute, mark in ((3, 7.0), (1, 5.0), (2, 6.0)):  # stored out of receipt order
+        data = {s: {"symbol": s, "timestamp": last_ts, "bid": 8.0, "ask": 9.0, "last": 8.5,
+                    "markPrice": mark} for s in SYMBOLS[:2]}
+        batch = ticker_rows("venue", data, SYMBOLS[:2], last_ts + minute * 60_000, "r")
+        result = await store_batch(engine, tickers, batch, _entry(f"m{minute}", "tickers"))
+        assert result.stored == 2
+    async with engine.connect() as conn:
+        latest = await latest_tickers(conn, "venue")
+        window = await ticker_window(
+            conn, "venue", SYMBOLS[0], ms_to_datetime(last_ts), ms_to_datetime(last_ts + 1)
+        )
+    assert sorted((r.symbol, r.ts, r.mark_price) for r in latest) == [
+        (s, ms_to_datetime(last_ts), 7.0) for s in SYMBOLS[:2]
+    ]
+    assert [r.mark_price for r in window] == [None, 5.0, 6.0, 7.0]  # by receipt time

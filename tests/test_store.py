@@ -8,11 +8,18 @@ import pytest
 
 from sqlalchemy import func, select
 
-from perpflow.normalize import funding_history_rows, instrument_rows, ms_to_datetime, ticker_rows
+from perpflow.normalize import (
+    funding_history_rows,
+    funding_rate_rows,
+    instrument_rows,
+    ms_to_datetime,
+    ticker_rows,
+)
 from perpflow.store import (
     LedgerEntry,
     collection_ledger,
     funding_history,
+    funding_rates,
     funding_watermarks,
     instrument_key,
     insert_new,
@@ -123,3 +130,66 @@ async def test_a_row_missing_a_required_value_fails_the_batch_instead_of_vanishi
         async with engine.begin() as conn:
             await insert_new(conn, tickers, rows)
     assert await _count(engine, tickers) == 0
+
+
+async def test_a_changed_observation_at_the_same_time_is_stored_and_an_identical_one_is_not(engine):
+    """A venue whose time is its last trade's: later polls keep ``ts`` but bring a new mark price
+    or funding rate. Identical values are duplicates; changed values are new rows, counted
+    stored, and both observations keep their receipt time."""
+    symbols = SYMBOLS[:4]
+
+    def poll(received_ms, mark=100.0, rate=1e-4, run_id="r"):
+        data = {s: {"symbol": s, "timestamp": NOW, "bid": 1.0, "ask": 1.5, "last": 1.2,
+                    "markPrice": mark, "fundingRate": rate, "fundingTimestamp": NOW + 3_600_000}
+                for s in symbols}
+        return (
+            ticker_rows("venue", data, symbols, received_ms, run_id),
+            funding_rate_rows("venue", data, symbols, received_ms, run_id, 0.05),
+        )
+
+    polls = [
+        ("r1", poll(NOW + 1_000, run_id="r1"), len(symbols)),
+        ("r2", poll(NOW + 61_000, run_id="r2"), 0),  # identical: duplicates
+        ("r3", poll(NOW + 121_000, mark=100.5, run_id="r3"), len(symbols)),  # mark price moved
+        ("r4", poll(NOW + 181_000, mark=100.5, rate=2e-4, run_id="r4"), len(symbols)),
+    ]
+    for run_id, (ticker_batch, rate_batch), new in polls:
+        t = await store_batch(engine, tickers, ticker_batch, _entry(run_id))
+        f = await store_batch(engine, funding_rates, rate_batch, _entry(run_id, "funding_rates"))
+        # the funding rate is not a ticker value: r4 changes no ticker
+        ticker_new = 0 if run_id == "r4" else new
+        assert (t.stored, t.duplicates) == (ticker_new, len(symbols) - ticker_new)
+        assert (f.stored, f.duplicates) == (new, len(symbols) - new)
+    async with engine.connect() as conn:
+        ledger = (await conn.execute(
+            select(collection_ledger.c.run_id, collection_ledger.c.dataset, collection_ledger.c.stored)
+            .order_by(collection_ledger.c.run_id, collection_ledger.c.dataset))).all()
+        kept = (await conn.execute(
+            select(funding_rates.c.ts, funding_rates.c.collected_at, funding_rates.c.mark_price,
+                   funding_rates.c.funding_rate, funding_rates.c.obs_key)
+            .where(funding_rates.c.symbol == symbols[0]).order_by(funding_rates.c.collected_at))).all()
+    assert [tuple(r) for r in ledger] == [
+        ("r1", "funding_rates", 4), ("r1", "tickers", 4), ("r2", "funding_rates", 0),
+        ("r2", "tickers", 0), ("r3", "funding_rates", 4), ("r3", "tickers", 4),
+        ("r4", "funding_rates", 4), ("r4", "tickers", 0),
+    ]
+    assert [(r.ts, r.collected_at, r.mark_price, r.funding_rate) for r in kept] == [
+        (ms_to_datetime(NOW), ms_to_datetime(NOW + 1_000), 100.0, 1e-4),
+        (ms_to_datetime(NOW), ms_to_datetime(NOW + 121_000), 100.5, 1e-4),
+        (ms_to_datetime(NOW), ms_to_datetime(NOW + 181_000), 100.5, 2e-4),
+    ]
+    assert len({r.obs_key for r in kept}) == 3
+    assert await _count(engine, tickers) == 2 * len(symbols)
+
+
+def test_observation_key_follows_values_not_bookkeeping():
+    rows = ticker_rows("venue", _tickers(), SYMBOLS[:2], NOW, "r1").rows
+    later = [{**row, "collected_at": row["collected_at"] + timedelta(minutes=1), "run_id": "r2"}
+             for row in rows]
+    moved = [{**rows[0], "mark_price": 7.0}, {**rows[1], "contract_volume": 3.0}]
+    keys = [row["obs_key"] for row in keyed_rows(tickers, rows)]
+    assert [row["obs_key"] for row in keyed_rows(tickers, later)] == keys
+    assert all(a != b for a, b in zip(keys, (r["obs_key"] for r in keyed_rows(tickers, moved))))
+    # the COPY path derives the same key as keyed_rows
+    columns, records = copy_records(tickers, rows)
+    assert [record[columns.index("obs_key")] for record in records] == keys

@@ -71,6 +71,7 @@ def ticker_dicts(count: int, symbols: int = 300, start: int = 0) -> list[dict[st
                 "index_price": price + 0.03,
                 "base_volume": 1000.0 + i,
                 "quote_volume": 1e5 + i,
+                "contract_volume": None,
                 "collected_at": T0,
                 "run_id": "bench",
             }
@@ -224,14 +225,16 @@ async def _through(
 
 
 async def _raw_copy(dsn: str, chunks: list[list[dict[str, Any]]]) -> float:
-    """Seconds to COPY the rows' own columns (``given_columns``: no derived key), converted as
+    """Seconds to COPY the rows' own columns (``given_columns``: no derived keys), converted as
     the store converts them, into an unconstrained table."""
     columns = given_columns(tickers)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
         await conn.execute(f"CREATE TABLE {RAW_TABLE} (LIKE {tickers.name})")
-        await conn.execute(f"ALTER TABLE {RAW_TABLE} DROP COLUMN instrument_key")
+        await conn.execute(
+            f"ALTER TABLE {RAW_TABLE} DROP COLUMN instrument_key, DROP COLUMN obs_key"
+        )
         clock = Clock()
         for chunk in chunks:
             with clock:

@@ -80,17 +80,19 @@ def _with(dialect: str, series: dict[str, tuple[str, str]]) -> str:
 
 def _generate(dialect: str, table: str, columns: str, values: str, step_s: int) -> str:
     """``INSERT ... SELECT`` of the rows of time steps ``k0..k1-1`` into ``table``, each with the
-    ``instrument_key`` of its listed instrument (joined from ``instruments``)."""
+    ``instrument_key`` of its listed instrument (joined from ``instruments``) and ``obs_key`` 0
+    (one generated row per instrument and time, so the key stays unique; not a digest of the
+    values, which only the store computes)."""
     series = {"k": (":k0", ":k1"), "v": ("0", ":venues"), "s": ("0", ":symbols")}
     exchange, symbol = _key_sql(dialect)
     select_list = (
         f"{exchange}, {symbol}, "
         + values.replace("{ts}", _ts_sql(dialect, step_s))
-        + ", i.instrument_key"
+        + ", i.instrument_key, 0"
     )
     sources = ", ".join(_series(dialect, name, *bounds) for name, bounds in series.items())
     return (
-        f"{_with(dialect, series)}INSERT INTO {table} ({columns}, instrument_key) "
+        f"{_with(dialect, series)}INSERT INTO {table} ({columns}, instrument_key, obs_key) "
         f"SELECT {select_list} FROM {sources}, instruments AS i "
         f"WHERE i.exchange = {exchange} AND i.symbol = {symbol}"
     )

@@ -30,6 +30,7 @@ COLUMNS = {
         "mark_price",
         "index_price",
         "collected_at",
+        "obs_key",
     ],
     "funding_rates": [
         "exchange",
@@ -40,6 +41,7 @@ COLUMNS = {
         "mark_price",
         "index_price",
         "collected_at",
+        "obs_key",
     ],
     "funding_history": ["exchange", "symbol", "funding_ts", "funding_rate", "collected_at"],
 }
@@ -88,6 +90,8 @@ async def _rows(engine: AsyncEngine, table: Table, window: QualityWindow) -> pd.
     for name in names:
         if name.endswith(("ts", "_at")):
             frame[name] = pd.to_datetime(frame[name], utc=True)
+        elif name == "obs_key":  # a 64-bit digest: exact as int64, not as a float
+            frame[name] = frame[name].astype("int64")
         elif name not in ("exchange", "symbol"):
             frame[name] = frame[name].astype("float64")
     return frame

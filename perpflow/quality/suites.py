@@ -15,8 +15,8 @@ from perpflow.backfill import GAP_RATIO
 
 # Columns that identify a row in the examples of an expectation's unexpected rows.
 INDEX_COLUMNS = {
-    "tickers": ["exchange", "symbol", "ts"],
-    "funding_rates": ["exchange", "symbol", "ts"],
+    "tickers": ["exchange", "symbol", "ts", "obs_key"],
+    "funding_rates": ["exchange", "symbol", "ts", "obs_key"],
     "funding_history": ["exchange", "symbol", "funding_ts"],
     "coverage": ["exchange"],
     "funding_continuity": ["exchange", "symbol", "funding_ts", "previous_ts"],
@@ -41,14 +41,17 @@ def _meta(key: str, text: str) -> dict:
     return {"meta": {"key": key}, "description": f"**{key}**: {text}"}
 
 
-def _keys_present(dataset: str, time_column: str) -> list:
-    keys = ["exchange", "symbol", time_column]
+def _keys_present(dataset: str, time_column: str, observed: bool = False) -> list:
+    """Key columns set, and the key unique: ``(exchange, symbol, time)``, plus ``obs_key`` (the
+    digest of the observed values) for the observation tables, where several observations of an
+    instrument may share a time when their values differ."""
+    keys = ["exchange", "symbol", time_column, *(["obs_key"] if observed else [])]
     return [
         *(
             gxe.ExpectColumnValuesToNotBeNull(
                 column=c, **_meta(f"{dataset}.{c}_not_null", f"{c} is set")
             )
-            for c in keys
+            for c in keys[:3]
         ),
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=keys,
@@ -118,7 +121,7 @@ def suites(t: Thresholds) -> dict[str, list[gxe.Expectation]]:
     """``{dataset frame name: expectations}`` for the frames of ``perpflow.quality.frames``."""
     return {
         "tickers": [
-            *_keys_present("tickers", "ts"),
+            *_keys_present("tickers", "ts", observed=True),
             *(_positive("tickers", c) for c in ("bid", "ask", "last", "mark_price", "index_price")),
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                 column_A="ask",
@@ -131,7 +134,7 @@ def suites(t: Thresholds) -> dict[str, list[gxe.Expectation]]:
             *_timing("tickers", "ts", t, stale=True),
         ],
         "funding_rates": [
-            *_keys_present("funding_rates", "ts"),
+            *_keys_present("funding_rates", "ts", observed=True),
             _rate_bound("funding_rates", "funding_rate", t),
             _rate_bound("funding_rates", "next_funding_rate", t),
             *(_positive("funding_rates", c) for c in ("mark_price", "index_price")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, true
+from sqlalchemy import Row, func, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from perpflow.store.schema import (
@@ -34,30 +34,37 @@ async def stored_summary(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 
 async def latest_tickers(conn: AsyncConnection, exchange: str) -> list[Row]:
-    """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers`` columns).
+    """The newest stored ticker row of every instrument of ``exchange`` (all ``tickers``
+    columns): the newest ``ts``, and of several observations at that ``ts`` (values that changed
+    between polls of a venue whose time is its last trade's) the newest ``collected_at`` (then the
+    larger ``obs_key``, so exactly one row per instrument).
 
     One primary-key probe per known instrument (PostgreSQL: a ``LATERAL`` newest-first
-    ``LIMIT 1``; SQLite: ``max(ts)`` per instrument, then the row by its key), so its cost grows
-    with the venue's instruments, not with the table's history."""
+    ``LIMIT 1``; SQLite: ``max(ts)`` per instrument, then the newest row at that time by
+    ``rowid``), so its cost grows with the venue's instruments, not with the table's history."""
     mine = tickers.c.instrument_key == instruments.c.instrument_key
+    newest_first = (tickers.c.ts.desc(), tickers.c.collected_at.desc(), tickers.c.obs_key.desc())
     if conn.dialect.name == "postgresql":
-        newest = select(tickers).where(mine).order_by(tickers.c.ts.desc()).limit(1).lateral()
+        newest = select(tickers).where(mine).order_by(*newest_first).limit(1).lateral()
         query = (
             select(newest)
             .select_from(instruments.join(newest, true()))
             .where(instruments.c.exchange == exchange)
         )
     else:
-        latest = select(func.max(tickers.c.ts)).where(mine).scalar_subquery()
-        known = (
-            select(instruments.c.instrument_key, latest.label("ts"))
-            .where(instruments.c.exchange == exchange)
-            .subquery()
+        rowid = literal_column("tickers.rowid")
+        latest = select(func.max(tickers.c.ts)).where(mine).correlate(instruments)
+        latest = latest.scalar_subquery()
+        row = (
+            select(rowid)
+            .where(mine, tickers.c.ts == latest)
+            .order_by(*newest_first[1:])
+            .limit(1)
+            .correlate(instruments)
+            .scalar_subquery()
         )
-        key = and_(
-            tickers.c.instrument_key == known.c.instrument_key, tickers.c.ts == known.c.ts
-        )
-        query = select(tickers).join(known, key)
+        known = select(row).where(instruments.c.exchange == exchange)
+        query = select(tickers).where(rowid.in_(known))
     return list((await conn.execute(query)).all())
 
 
@@ -65,13 +72,13 @@ async def ticker_window(
     conn: AsyncConnection, exchange: str, symbol: str, since: datetime, until: datetime
 ) -> list[Row]:
     """``symbol``'s ticker rows on ``exchange`` with ``since <= ts < until`` (tz-aware UTC), oldest
-    first."""
+    first (by ``ts``, then ``collected_at``: every observation stored at a time)."""
     query = (
         select(tickers)
         .where(tickers.c.instrument_key == instrument_key(exchange, symbol))
         .where(tickers.c.exchange == exchange, tickers.c.symbol == symbol)
         .where(tickers.c.ts >= since, tickers.c.ts < until)
-        .order_by(tickers.c.ts)
+        .order_by(tickers.c.ts, tickers.c.collected_at)
     )
     return list((await conn.execute(query)).all())
 

@@ -30,8 +30,10 @@ from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.schema import (
     collection_ledger,
     funding_history,
+    OBSERVED,
     instrument_key,
     instruments,
+    observation_keys,
     quarantine,
 )
 
@@ -80,20 +82,43 @@ def _insert(conn: AsyncConnection):
 
 
 KEY = "instrument_key"
+OBS_KEY = "obs_key"
+DERIVED = (KEY, OBS_KEY)
 
 
 def given_columns(table: Table) -> list[str]:
-    """The columns a row for ``table`` brings: all but ``instrument_key``, which the store derives
-    from ``exchange`` and ``symbol`` (``schema.instrument_key``)."""
-    return [column.name for column in table.columns if column.name != KEY]
+    """The columns a row for ``table`` brings: all but the keys the store derives,
+    ``instrument_key`` (from ``exchange`` and ``symbol``, ``schema.instrument_key``) and
+    ``obs_key`` (from the ``OBSERVED`` value columns, ``schema.observation_keys``)."""
+    return [column.name for column in table.columns if column.name not in DERIVED]
+
+
+def _with_derived(
+    table: Table, columns: list[str], records: list[tuple]
+) -> tuple[list[str], list[tuple]]:
+    """``records`` (values in ``columns`` order) with the keys the store derives appended:
+    ``(names appended, new records)``; nothing appended when ``table`` derives none."""
+    if KEY not in table.c:
+        return [], records
+    exchange, symbol = columns.index("exchange"), columns.index("symbol")
+    keys = [instrument_key(record[exchange], record[symbol]) for record in records]
+    if OBS_KEY not in table.c:
+        return [KEY], [(*record, key) for record, key in zip(records, keys)]
+    observed = itemgetter(*(columns.index(name) for name in OBSERVED[table.name]))
+    digests = observation_keys(table.name, map(observed, records))
+    return list(DERIVED), [(*r, k, d) for r, k, d in zip(records, keys, digests)]
 
 
 def keyed_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` as new dicts with their ``instrument_key`` when ``table`` has that column, else
-    ``rows`` themselves (the caller's dicts are never changed)."""
+    """``rows`` as new dicts with the keys the store derives (``instrument_key``, and ``obs_key``
+    where ``table`` has it), else ``rows`` themselves (the caller's dicts are never changed). A
+    value column missing from a row counts as NULL in ``obs_key``."""
     if KEY not in table.c:
         return rows
-    return [{**row, KEY: instrument_key(row["exchange"], row["symbol"])} for row in rows]
+    columns = given_columns(table)
+    names, records = _with_derived(table, columns, [tuple(map(row.get, columns)) for row in rows])
+    width = len(columns)
+    return [{**row, **dict(zip(names, record[width:]))} for row, record in zip(rows, records)]
 
 
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> int:
@@ -113,18 +138,16 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
 def copy_records(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple]]:
     """``(column names, one tuple per row in that order)`` of ``rows`` for a COPY into ``table``:
     the ``given_columns`` (a column missing from a row is NULL), then the derived
-    ``instrument_key`` where ``table`` has one. (``itemgetter`` when every row has every column:
-    about three times faster than a per-column ``dict.get``, which matters at 500 rows a batch.)"""
+    ``instrument_key`` and ``obs_key`` where ``table`` has them. (``itemgetter`` when every row
+    has every column: about three times faster than a per-column ``dict.get``, which matters at
+    500 rows a batch.)"""
     columns = given_columns(table)
     try:
         records = list(map(itemgetter(*columns), rows))
     except KeyError:
         records = [tuple(map(row.get, columns)) for row in rows]
-    if KEY not in table.c:
-        return columns, records
-    exchange, symbol = columns.index("exchange"), columns.index("symbol")
-    keyed = [(*record, instrument_key(record[exchange], record[symbol])) for record in records]
-    return [*columns, KEY], keyed
+    names, records = _with_derived(table, columns, records)
+    return [*columns, *names], records
 
 
 async def copy_into(conn: AsyncConnection, name: str, columns: list[str], records: list[tuple]) -> None:
