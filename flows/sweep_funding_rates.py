@@ -4,6 +4,7 @@ coverage, and the funding-interval history (changes emitted as events)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, tags
@@ -26,6 +27,7 @@ from tasks.history import (
     history_watermarks,
     record_funding_coverage,
     record_funding_intervals,
+    record_unreachable_history,
 )
 from tasks.store import open_funding_gaps, prepare_database, resolve_funding_gaps
 
@@ -104,6 +106,9 @@ async def _venue(
             # After the rows are stored: coverage never claims a settlement that is not.
             changes += await record_funding_intervals(url, venue.label, quote(loaded["inferred"]))
             await record_funding_coverage(url, venue.label, quote(loaded["coverage"]), ctx.run_id)
+            resolved += await record_unreachable_history(
+                url, venue.label, quote(loaded["coverage"]), ctx.run_id
+            )
         if stored and loaded.get("gaps"):
             resolved += await resolve_funding_gaps(
                 ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
@@ -145,18 +150,24 @@ async def _report_interval_changes(changes: list[dict[str, Any]]) -> None:
 async def _report_gaps(resolved: list[dict[str, Any]]) -> None:
     if not resolved:
         return
+    columns = ("exchange", "symbol", "gap_from", "gap_to", "missing", "stored", "status", "detail")
     await acreate_table_artifact(
-        table=resolved,
+        table=[
+            {c: v.isoformat() if isinstance(v, datetime) else v for c, v in gap.items()}
+            for gap in ({column: gap.get(column) for column in columns} for gap in resolved)
+        ],
         key=GAPS_KEY,
-        description="Funding-history gaps (found by check-data-quality) refetched by this sweep: "
-        "filled, or unfillable when the venue no longer serves the missing settlements.",
+        description="Funding-history gaps of this sweep: those found by check-data-quality and "
+        "refetched (filled, or unfillable when the venue no longer serves the missing "
+        "settlements), and windows the venue's answers proved unreachable (unfillable, with the "
+        "reason first in detail: beyond_venue_horizon, venue_unsupported).",
     )
     for gap in resolved:
         if gap["status"] == "unfillable":
             get_run_logger().warning(
-                "%s %s: settlements %s .. %s unfillable (venue served %s of %s)",
+                "%s %s: settlements %s .. %s unfillable (venue served %s of %s) %s",
                 gap["exchange"], gap["symbol"], gap["gap_from"], gap["gap_to"],
-                gap["stored"], gap["missing"],
+                gap["stored"], gap["missing"], gap.get("detail") or "",
             )
 
 

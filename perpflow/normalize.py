@@ -24,7 +24,8 @@ HOUR_MS = 3_600_000
 class Batch:
     """Rows for one (venue, dataset) plus the ones refused.
 
-    ``requested``: how many rows were asked for (symbols, or settlements received for history);
+    ``requested``: how many rows normalization accounted for (symbols asked for, or settlements
+    received for history; the store adds one per ``failed`` symbol to the ledger's requested);
     ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``;
     ``failed``: ``{symbol: error}`` for the requested symbols the venue could not be asked for or
     did not answer (a per-symbol call that failed), so that the ledger can account for them;

@@ -32,6 +32,9 @@ GRANT EXECUTE ON FUNCTION perpflow_ensure_partition(text, date) TO :"collector";
 SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM %I', current_schema(), :'collector') \gexec
 GRANT SELECT, INSERT ON tickers, funding_rates, funding_history, quarantine TO :"collector";
 GRANT SELECT, INSERT, UPDATE ON instruments, collection_ledger TO :"collector";
-GRANT SELECT, UPDATE ON funding_gaps TO :"collector";  -- the sweep refetches and resolves gaps
+-- the sweep resolves gaps and records the history windows a venue no longer serves
+GRANT SELECT, INSERT, UPDATE ON funding_gaps TO :"collector";
+-- the sweep rewrites an instrument's coverage and interval timeline (bookkeeping, not market data)
+GRANT SELECT, INSERT, DELETE ON funding_coverage, funding_intervals TO :"collector";
 GRANT SELECT ON alembic_version TO :"collector";
 GRANT USAGE ON SEQUENCE quarantine_id_seq TO :"collector";

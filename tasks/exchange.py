@@ -162,7 +162,6 @@ async def _snapshot_batch(
                 raise snapshots.SymbolsFailed(venue.label, dataset, fetched.failed)
     latency = (time.perf_counter() - started) * 1000
     batch = normalize_rows([s for s in markets if s not in fetched.failed], fetched)
-    batch.requested += len(fetched.failed)
     batch.failed = {s: str(e) for s, e in fetched.failed.items()}
     batch.attempts = _attempt()
     return batch, latency

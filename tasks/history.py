@@ -56,3 +56,20 @@ async def record_funding_coverage(
     stored); returns ``{symbol: (covered_from, covered_to) or None}`` in UTC ms."""
     async with store.run_engine(url.get_secret_value()) as engine:
         return await store.record_coverage(engine, exchange, coverage, run_id)
+
+
+@task(
+    name="record-unreachable-history",
+    task_run_name="record-unreachable-history-{exchange}",
+    **STORE_POLICY,
+)
+async def record_unreachable_history(
+    url: SecretStr,
+    exchange: str,
+    coverage: dict[str, list[Coverage]],
+    run_id: str,
+) -> list[dict[str, Any]]:
+    """Record the history windows this run proved unreachable (older than the venue keeps, no
+    history call) as ``unfillable`` funding gaps with their reason; returns the new ones."""
+    async with store.run_engine(url.get_secret_value()) as engine:
+        return await store.record_unreachable(engine, exchange, coverage, run_id)

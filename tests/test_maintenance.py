@@ -21,6 +21,9 @@ from perpflow import maintenance
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.maintenance.report import size_text
 from perpflow.normalize import ticker_rows
+from perpflow import store
+from perpflow.history import BEYOND_VENUE_HORIZON, Coverage, Uncovered
+from perpflow.intervals import VENUE, Observation
 from perpflow.store import LedgerEntry, create_engine, init_schema, store_batch, tickers
 from perpflow.store.partitions import partition_name
 from perpflow.store.schema import maintenance_results
@@ -72,9 +75,10 @@ async def _bloat_today(dsn: str, rows: int = 20_000) -> str:
     try:
         await conn.execute("SELECT perpflow_ensure_partition('tickers', current_date)")
         await conn.execute(
-            "INSERT INTO tickers (exchange, symbol, ts, ts_source, last, collected_at, instrument_key) "
+            "INSERT INTO tickers (exchange, symbol, ts, ts_source, last, collected_at, "
+            "instrument_key, obs_key) "
             "SELECT 'bloat', 'S' || (n % 200) || '/USDT:USDT', "
-            "date_trunc('day', now()) + n * interval '1 second', 'exchange', n, now(), n % 200 "
+            "date_trunc('day', now()) + n * interval '1 second', 'exchange', n, now(), n % 200, n "
             "FROM generate_series(1, $1) AS n",
             rows,
         )
@@ -370,6 +374,19 @@ async def roles_database():
             await conn.close()
 
 
+async def _sweep_bookkeeping(engine) -> None:
+    """What the funding sweep writes besides market data: coverage, interval timeline, and a
+    window the venue no longer serves (an unfillable gap)."""
+    hour, start = 3_600_000, 1_700_000_000_000 // 3_600_000 * 3_600_000
+    proof = Coverage(start, start + 30 * hour, ((start + 10 * hour, start + 30 * hour),),
+                     (Uncovered(start, start + 10 * hour - 1, BEYOND_VENUE_HORIZON, "test"),))
+    for _ in range(2):  # the second run rewrites what the first wrote
+        await store.record_intervals(
+            engine, "venue", {"A/USDT:USDT": [Observation(start, 8.0, VENUE)]})
+        await store.record_coverage(engine, "venue", {"A/USDT:USDT": [proof]}, "r1")
+        await store.record_unreachable(engine, "venue", {"A/USDT:USDT": [proof]}, "r1")
+
+
 async def test_collector_role_only_adds_data_and_maintainer_maintains(roles_database, monkeypatch):
     name, roles = roles_database
     collector = create_engine(_url(name, roles["collector"]))
@@ -380,6 +397,7 @@ async def test_collector_role_only_adds_data_and_maintainer_maintains(roles_data
                 collector, datetime.now(UTC) + timedelta(days=days), f"c{days}"
             )
             assert stored.stored == 1
+        await _sweep_bookkeeping(collector)
     finally:
         await collector.dispose()
     await _bloat_today(_dsn(name))

@@ -1,7 +1,14 @@
 """The market database: schema, engine and idempotent writes (SQLAlchemy 2 Core, async)."""
 
 from perpflow.store.engine import create_engine, init_schema, run_engine
-from perpflow.store.gaps import as_gap, read_gaps, record_gaps, resolve_gaps, settlements
+from perpflow.store.gaps import (
+    as_gap,
+    read_gaps,
+    record_gaps,
+    record_unreachable,
+    resolve_gaps,
+    settlements,
+)
 from perpflow.store.history import (
     history_watermarks,
     read_coverage,
@@ -76,6 +83,7 @@ __all__ = [
     "record_coverage",
     "record_failure",
     "record_gaps",
+    "record_unreachable",
     "record_intervals",
     "resolve_gaps",
     "run_engine",

@@ -4,6 +4,10 @@ A gap is recorded ``open`` by the data-quality check; the funding sweep refetche
 windows and marks each ``filled`` (every missing settlement is now stored) or ``unfillable`` (the
 venue answered but no longer serves them; ``detail`` says how many it served). A gap found again
 keeps its status, so an unfillable gap is reported again, not retried forever.
+
+A window of a history request that the venue's answers prove unreachable for good (older than
+the venue keeps, ``beyond_venue_horizon``; no history call, ``venue_unsupported``) is recorded by
+the sweep itself as ``unfillable`` with that reason first in ``detail`` (``record_unreachable``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from perpflow.backfill import Gap
-from perpflow.intervals import IntervalSpan
+from perpflow.history import PERMANENT_REASONS, Coverage
+from perpflow.intervals import IntervalSpan, hours_at
+from perpflow.normalize import HOUR_MS, ms_to_datetime
 from perpflow.store.history import timelines_on
 from perpflow.store.schema import funding_gaps, funding_history
 from perpflow.store.writes import insert_new
@@ -145,3 +151,45 @@ async def resolve_gaps(engine: AsyncEngine, gaps: list[Gap], run_id: str) -> lis
                 }
             )
     return outcomes
+
+
+async def record_unreachable(
+    engine: AsyncEngine,
+    exchange: str,
+    coverage: dict[str, list[Coverage]],
+    run_id: str,
+) -> list[dict[str, Any]]:
+    """Record the windows of ``coverage`` (one sweep's ``{symbol: [Coverage]}``) that are
+    unreachable for good as ``unfillable`` gaps, ``detail`` = ``'<reason>: <detail>'``; returns
+    the rows recorded now (a window already recorded is not repeated), each with ``stored`` 0.
+
+    ``gap_from``/``gap_to`` are the window's bounds, ``interval_hours`` the interval in force at
+    its start per the instrument's ``funding_intervals`` history (0 when unknown) and ``missing`` the settlements that interval
+    puts in the window (0 when unknown). Windows left by a failed fetch are not recorded: their
+    coverage did not advance, so the next sweep asks again.
+    """
+    now = datetime.now(UTC)
+    rows = []
+    if not any(p.reason in PERMANENT_REASONS for c in coverage.values() for v in c
+               for p in v.uncovered):
+        return []
+    async with engine.connect() as conn:
+        timelines = await timelines_on(conn, exchange, list(coverage))
+    for symbol, proofs in coverage.items():
+        for proof in proofs:
+            for part in proof.uncovered:
+                if part.reason not in PERMANENT_REASONS:
+                    continue
+                hours = hours_at(timelines.get((exchange, symbol), []), part.start) or 0.0
+                step = int(hours * HOUR_MS)
+                missing = (part.end // step - (part.start - 1) // step) if step else 0
+                rows.append({
+                    "exchange": exchange, "symbol": symbol,
+                    "gap_from": ms_to_datetime(part.start), "gap_to": ms_to_datetime(part.end),
+                    "interval_hours": hours, "missing": missing, "status": UNFILLABLE,
+                    "detail": f"{part.reason}: {part.detail}"[:1000], "found_at": now,
+                    "found_run_id": run_id, "resolved_at": now, "resolved_run_id": run_id,
+                })
+    async with engine.begin() as conn:
+        await insert_new(conn, funding_gaps, rows)
+    return [{**row, "stored": 0} for row in rows]

@@ -252,7 +252,7 @@ async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: Le
         if batch.quarantine:
             await conn.execute(quarantine.insert(), batch.quarantine)
         result = StoreResult(
-            requested=batch.requested,
+            requested=batch.requested + len(batch.failed),
             received=batch.received,
             stored=stored,
             duplicates=len(batch.rows) - stored,

@@ -53,14 +53,22 @@ def scaled(value: float, scale: int) -> int:
     return round(value * 10**scale)
 
 
+
+def funding_symbol(inst: Instrument) -> str:
+    """Phemex's funding-rate symbol of ``inst``: ``.BTCUSDTFR8H`` for a USDT perpetual,
+    ``.BTCFR8H`` for the inverse ``BTCUSD`` (as in its product list's ``fundingRate8hSymbol``)."""
+    return f".{inst.base}FR8H" if inst.inverse else f".{PhemexFormat.market_id(inst)}FR8H"
+
+
 class PhemexFormat(GeneratedFormat):
     """``/public/products`` (v2 list: ``perpProductsV2`` for USDT perpetuals, ``products`` for
     the inverse one), ``/v1/exchange/public/products`` (the contract details ccxt merges in),
     ``/md/v2/ticker/24hr[/all]`` (USDT perpetuals: prices and the current and predicted funding
     rate, no best bid/ask), ``/v1/md/ticker/24hr[/all]`` (inverse, scaled integers with bid/ask),
     ``/api-data/public/data/funding-rate-history`` and its ``/v1`` twin (symbol
-    ``.<id>FR8H`` whatever the interval, ``start``/``end`` inclusive, newest first, ``limit``
-    default and cap 100, anchored at ``end``)."""
+    ``.<id>FR8H`` whatever the interval, ``.<base>FR8H`` for inverse contracts,
+    ``start``/``end`` inclusive, newest first, ``limit`` default and cap 100, anchored at
+    ``end``)."""
 
     ccxt_id = "phemex"
     extras = (InstrumentSpec("BTC", "USD", "BTC"),)
@@ -92,7 +100,7 @@ class PhemexFormat(GeneratedFormat):
             "symbol": market_id, "code": 40_000 + position, "displaySymbol":
             f"{inst.base} / {inst.quote}", "indexSymbol": f".{market_id}",
             "markSymbol": f".M{market_id}", "fundingRateSymbol": f".{market_id}FR",
-            "fundingRate8hSymbol": f".{market_id}FR8H", "settleCurrency": inst.settle,
+            "fundingRate8hSymbol": funding_symbol(inst), "settleCurrency": inst.settle,
             "quoteCurrency": inst.quote, "tickSize": trimmed(10**-inst.price_decimals),
             "status": "Listed", "listTime": inst.listed_ms, "majorSymbol": inst.base == "BTC",
             "defaultLeverage": "-10", "fundingInterval": inst.interval_h * 3600,
@@ -216,21 +224,20 @@ class PhemexFormat(GeneratedFormat):
     def funding_history(self, query: Mapping[str, str], now_ms: int) -> Reply:
         """``GET [/v1]/api-data/public/data/funding-rate-history?symbol=.<id>FR8H``: settlements
         in ``[start, end]`` newest first, the newest ``limit`` (default and cap 100)."""
-        funding_symbol = query.get("symbol") or ""
-        market_id = funding_symbol.removeprefix(".").removesuffix("FR8H")
-        if not (funding_symbol.startswith(".") and funding_symbol.endswith("FR8H")):
-            raise VenueError("bad_symbol", funding_symbol)
+        wanted = query.get("symbol") or ""
+        by_funding_symbol = {funding_symbol(i): self.ids[p]
+                             for p, i in enumerate(self.market.instruments)}
         try:
-            _, inst = self.lookup(market_id, funded=True)
+            _, inst = self.lookup(by_funding_symbol.get(wanted), funded=True)
         except VenueError:
-            raise VenueError("bad_symbol", funding_symbol) from None
+            raise VenueError("bad_symbol", wanted) from None
         rows = history_window(
             self.market.first_settlement_ms(inst), inst.interval_ms, now_ms,
             int_param(query, "start"), int_param(query, "end"),
             page_limit(query, HISTORY_CAP, HISTORY_CAP), oldest_first=False,
         )
         return json_reply(data_envelope({"rows": [
-            {"symbol": funding_symbol, "fundingRate": trimmed(self.market.funding_rate(inst, t)),
+            {"symbol": wanted, "fundingRate": trimmed(self.market.funding_rate(inst, t)),
              "fundingTime": str(t), "intervalSeconds": str(inst.interval_h * 3600)}
             for t in reversed(rows)
         ]}))
