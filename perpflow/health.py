@@ -21,7 +21,14 @@ from sqlalchemy import case, distinct, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from perpflow.settings import Settings
-from perpflow.store import collection_ledger, funding_history, funding_rates, instruments, tickers
+from perpflow.store import (
+    collection_ledger,
+    funding_history,
+    funding_intervals,
+    funding_rates,
+    instruments,
+    tickers,
+)
 from perpflow.store.monitoring import OVERALL
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -233,22 +240,23 @@ async def database_checks(engine: AsyncEngine, s: Settings, secrets: list[str]) 
 async def freshness_checks(engine: AsyncEngine, s: Settings, now: datetime) -> list[Check]:
     """Age of the newest row per (venue, dataset) against the dataset's schedule: tickers every
     ``ticker_interval_seconds``, funding rates every ``funding_interval_seconds``, realized
-    funding every (shortest funding interval of the venue + the sweep interval). ``WARN`` past
+    funding every (shortest funding interval in force on the venue, from ``funding_intervals``,
+    8 h while none is known, + the sweep interval). ``WARN`` past
     ``health_stale_warn_factor`` schedules, ``CRIT`` past ``health_stale_crit_factor`` or when a
     venue's collection of the dataset has run and stored no row at all. ``n/a`` when the venue's
     newest ledger row for the dataset says ``unsupported`` (ccxt offers no call for it) or when the
     dataset was never collected for the venue (its configuration leaves it out); ``WARN`` when it
     says ``empty`` (the configuration selects no perpetual)."""
     async with engine.connect() as conn:
-        venues = dict(
-            (
-                await conn.execute(
-                    select(
-                        instruments.c.exchange, func.min(instruments.c.funding_interval_hours)
-                    ).group_by(instruments.c.exchange)
-                )
-            ).all()
-        )
+        venues = {exchange: None for exchange in (
+            await conn.execute(select(instruments.c.exchange).distinct())).scalars()}
+        current = funding_intervals.c.valid_to.is_(None)
+        shortest = select(funding_intervals.c.exchange, func.min(funding_intervals.c.interval_hours))
+        for exchange, hours in await conn.execute(
+            shortest.where(current).group_by(funding_intervals.c.exchange)
+        ):
+            if exchange in venues:
+                venues[exchange] = hours
         newest = {}
         for table in (tickers, funding_rates):
             # Per listed instrument, its newest row by primary key (instrument_key, ts): one index

@@ -376,8 +376,3 @@ def instrument_rows(exchange: str, markets: dict[str, dict[str, Any]], seen_ms: 
         }
         for symbol, market in markets.items()
     ]
-
-
-def interval_ms(hours: float | None, default_hours: float = 8.0) -> int:
-    """A funding interval in hours (None -> ``default_hours``) as milliseconds."""
-    return int((hours or default_hours) * HOUR_MS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -51,22 +50,6 @@ async def record_failure(url: SecretStr, entry: store.LedgerEntry, requested: in
     """Write the ledger row of a venue step that failed after its retries."""
     async with store.run_engine(url.get_secret_value()) as engine:
         await store.record_failure(engine, entry, requested)
-
-
-@task(name="set-funding-intervals", task_run_name="set-funding-intervals-{exchange}", **STORE_POLICY)
-async def set_funding_intervals(url: SecretStr, exchange: str, hours: dict[str, float]) -> None:
-    """Record the funding interval (hours) last observed per symbol."""
-    async with store.run_engine(url.get_secret_value()) as engine:
-        await store.set_funding_intervals(engine, exchange, hours)
-
-
-@task(name="funding-watermarks", task_run_name="funding-watermarks-{exchange}", **STORE_POLICY)
-async def funding_watermarks(
-    url: SecretStr, exchange: str
-) -> dict[str, tuple[datetime | None, float | None]]:
-    """``{symbol: (newest stored settlement, interval hours)}`` for ``exchange``."""
-    async with store.run_engine(url.get_secret_value()) as engine:
-        return await store.funding_watermarks(engine, exchange)
 
 
 @task(name="open-funding-gaps", task_run_name="open-funding-gaps-{exchange}", **STORE_POLICY)

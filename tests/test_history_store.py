@@ -8,7 +8,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select, update
+from sqlalchemy import inspect, select, text
 
 from perpflow.history import BEYOND_VENUE_HORIZON, FETCH_FAILED, Coverage, Uncovered
 from perpflow.intervals import INFERRED, VENUE, IntervalSpan, Observation
@@ -88,9 +88,9 @@ async def test_revision_0009_upgrades_existing_history_and_downgrades_losslessly
             await conn.run_sync(_to(BEFORE_0009, command.upgrade))
         await upsert_instruments(engine, instrument_rows("venue", _markets(), T0))
         async with engine.begin() as conn:
-            await conn.execute(
-                update(instruments).where(instruments.c.symbol == SYMBOLS[0])
-                .values(funding_interval_hours=4.0)
+            await conn.execute(  # where the interval lived before 0009
+                text("UPDATE instruments SET funding_interval_hours = 4.0 WHERE symbol = :s"),
+                {"s": SYMBOLS[0]},
             )
         stamps = [T0 + k * 4 * HOUR for k in range(6)]
         await _store_history(engine, SYMBOLS[0], stamps, 4.0)
@@ -123,7 +123,7 @@ async def test_revision_0009_upgrades_existing_history_and_downgrades_losslessly
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
             hours = dict((await conn.execute(
-                select(instruments.c.symbol, instruments.c.funding_interval_hours))).all())
+                text("SELECT symbol, funding_interval_hours FROM instruments"))).all())
         assert "funding_coverage" not in tables and "funding_intervals" not in tables
         assert hours == {SYMBOLS[0]: 8.0, SYMBOLS[1]: None, SYMBOLS[2]: None}
         assert await _dump(engine, funding_history) == history_before

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import func, select
 
 from perpflow.normalize import (
-    funding_history_rows,
     funding_rate_rows,
     instrument_rows,
     ms_to_datetime,
@@ -18,14 +17,11 @@ from perpflow.normalize import (
 from perpflow.store import (
     LedgerEntry,
     collection_ledger,
-    funding_history,
     funding_rates,
-    funding_watermarks,
     instrument_key,
     insert_new,
     instruments,
     quarantine,
-    set_funding_intervals,
     store_batch,
     tickers,
     upsert_instruments,
@@ -80,22 +76,14 @@ async def test_ledger_row_of_a_retried_store_is_replaced_not_repeated(engine):
     assert (row.stored, row.duplicates, row.quarantined) == (0, 9, 1)
 
 
-async def test_instruments_keep_first_seen_and_watermarks_follow_history(engine):
+async def test_instruments_keep_first_seen(engine):
     markets = {s: {"id": s.replace("/", ""), "base": s[:4], "quote": "USDT", "settle": "USDT",
                    "linear": True, "contractSize": 1.0, "active": True} for s in SYMBOLS[:3]}
     await upsert_instruments(engine, instrument_rows("venue", markets, NOW))
     await upsert_instruments(engine, instrument_rows("venue", markets, NOW + 60_000))
-    await set_funding_intervals(engine, "venue", {SYMBOLS[0]: 4.0})
-    history = [{"symbol": SYMBOLS[0], "timestamp": NOW - k * 4 * 3_600_000, "fundingRate": 1e-4}
-               for k in range(3)]
-    batch = funding_history_rows("venue", SYMBOLS[0], history, 4.0, NOW, "r", 0.05)
-    await store_batch(engine, funding_history, batch, _entry("r", "funding_history"))
     async with engine.connect() as conn:
         row = (await conn.execute(select(instruments).where(instruments.c.symbol == SYMBOLS[0]))).one()
     assert row.first_seen == ms_to_datetime(NOW) and row.last_seen == ms_to_datetime(NOW + 60_000)
-    marks = await funding_watermarks(engine, "venue")
-    assert marks[SYMBOLS[0]] == (ms_to_datetime(NOW), 4.0)
-    assert marks[SYMBOLS[1]] == (None, None)
 
 
 async def test_partly_stored_batch_counts_only_new_rows_and_keeps_earlier_work(engine):

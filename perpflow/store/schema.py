@@ -104,7 +104,6 @@ instruments = Table(
     Column("linear", Boolean),
     Column("inverse", Boolean),
     Column("contract_size", Float),
-    Column("funding_interval_hours", Float),
     Column("active", Boolean, nullable=False),
     _ts("first_seen", nullable=False),
     _ts("last_seen", nullable=False),

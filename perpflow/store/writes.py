@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Table, bindparam, func, select, text, update
+from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,7 +29,6 @@ from perpflow.normalize import Batch
 from perpflow.store.partitions import ensure_row_partitions
 from perpflow.store.schema import (
     collection_ledger,
-    funding_history,
     OBSERVED,
     instrument_key,
     instruments,
@@ -277,14 +276,14 @@ async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int
 
 async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     """Insert new instruments; refresh the descriptive columns and ``last_seen`` of known ones
-    (``first_seen`` and ``funding_interval_hours`` are kept). Raises ``IntegrityError`` for an
+    (``first_seen`` is kept). Raises ``IntegrityError`` for an
     instrument whose ``instrument_key`` collides with another's (never seen: 64-bit digests)."""
     if not rows:
         return
     rows = keyed_rows(instruments, rows)
     async with engine.begin() as conn:
         stmt = _insert(conn)(instruments)
-        keep = {"exchange", "symbol", "instrument_key", "first_seen", "funding_interval_hours"}
+        keep = {"exchange", "symbol", "instrument_key", "first_seen"}
         await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["exchange", "symbol"],
@@ -292,42 +291,3 @@ async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) ->
             ),
             rows,
         )
-
-
-async def set_funding_intervals(engine: AsyncEngine, exchange: str, hours: dict[str, float]) -> None:
-    """Record each symbol's funding interval (hours) on its instrument row."""
-    if not hours:
-        return
-    stmt = (
-        update(instruments)
-        .where(instruments.c.exchange == bindparam("x_exchange"))
-        .where(instruments.c.symbol == bindparam("x_symbol"))
-        .values(funding_interval_hours=bindparam("x_hours"))
-    )
-    async with engine.begin() as conn:
-        await conn.execute(
-            stmt,
-            [{"x_exchange": exchange, "x_symbol": s, "x_hours": h} for s, h in hours.items()],
-        )
-
-
-async def funding_watermarks(
-    engine: AsyncEngine, exchange: str
-) -> dict[str, tuple[datetime | None, float | None]]:
-    """``{symbol: (newest stored settlement time or None, funding interval hours or None)}`` for
-    every known instrument of ``exchange``."""
-    newest = (
-        select(funding_history.c.symbol, func.max(funding_history.c.funding_ts).label("newest"))
-        .where(funding_history.c.exchange == exchange)
-        .group_by(funding_history.c.symbol)
-        .subquery()
-    )
-    query = (
-        select(instruments.c.symbol, newest.c.newest, instruments.c.funding_interval_hours)
-        .select_from(instruments.outerjoin(newest, newest.c.symbol == instruments.c.symbol))
-        .where(instruments.c.exchange == exchange)
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return {symbol: (newest_ts, hours) for symbol, newest_ts, hours in rows}
-

@@ -3,9 +3,10 @@
 Upgrade: both tables are made; an existing database's coverage starts as each instrument's stored
 settlements, first to newest (``updated_at``: when the newest was collected), and its intervals as
 the instrument's recorded interval, in force since the instrument was first seen (source
-``venue``: where it came from). Downgrade: the interval in force now goes back onto
-``instruments.funding_interval_hours`` (where it lived before), then both tables are dropped;
-every row of the older tables stays as it is.
+``venue``: where it came from), and ``instruments.funding_interval_hours`` is dropped (the
+interval lives in ``funding_intervals`` now, with its history). Downgrade: the column comes back
+with the interval in force now, then both tables are dropped; every row of the older tables
+stays as it is.
 
 Revision ID: 0009
 Revises: 0008
@@ -61,9 +62,14 @@ def upgrade() -> None:
         "SELECT exchange, symbol, first_seen, NULL, funding_interval_hours, 'venue' "
         "FROM instruments WHERE funding_interval_hours IS NOT NULL"
     )
+    # The interval lives in funding_intervals from now on (with its history).
+    with op.batch_alter_table("instruments") as batch:
+        batch.drop_column("funding_interval_hours")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("instruments") as batch:
+        batch.add_column(sa.Column("funding_interval_hours", sa.Float))
     op.execute(
         "UPDATE instruments SET funding_interval_hours = ("
         "SELECT fi.interval_hours FROM funding_intervals fi WHERE fi.exchange = "
