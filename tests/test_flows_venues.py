@@ -119,3 +119,55 @@ async def _freshness(url: str) -> dict[str, health.Check]:
     finally:
         await engine.dispose()
     return {check.name: check for check in checks}
+
+
+async def test_a_changed_observation_at_the_last_trade_time_is_stored(tmp_path, monkeypatch):
+    """binanceusdm stamps tickers and premium-index funding rows with the last trade's time: BTC
+    trades every 15 min, so two polls a minute apart share its time while its mark price moves.
+    The changed funding observation is a new row; an unchanged one is a duplicate."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stale.sqlite'}"
+    clock = [FROZEN_MS]
+    quirks = Quirks(stale_instruments=("BTC/USDT:USDT",), trade_every_min=15)
+    binance = GeneratedVenue("binanceusdm", symbols=12, seed=5, now_ms=lambda: clock[0],
+                             quirks=quirks)
+    btc = "BTC/USDT:USDT"
+    first_trade = binance.expected_current(btc).venue_ms
+    clock[0] = first_trade + 60_000  # a minute after BTC's last trade, then one more
+    with EmulatorServer([binance]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["binanceusdm"])
+        runs = []
+        for _ in range(2):
+            runs.append(await collect_tickers() + await sweep_funding_rates())
+            clock[0] += 60_000
+        assert binance.expected_current(btc).venue_ms == first_trade
+    for outcomes in runs:
+        assert_ledger_balanced(outcomes)
+    rates = [r for r in await fetch_all(url, funding_rates) if r.symbol == btc]
+    assert len(rates) == 2 and len({r.ts for r in rates}) == 1  # same venue time
+    assert rates[0].mark_price != rates[1].mark_price
+    assert len({r.collected_at for r in rates}) == 2
+    second = {o["dataset"]: o for o in runs[1]}
+    assert second["funding_rates"]["stored"] == len(perpetuals(server, "binanceusdm"))
+    ticks = [r for r in await fetch_all(url, tickers) if r.symbol == btc]
+    assert len({r.ts for r in ticks}) == 1
+    values = {(r.bid, r.ask, r.last, r.base_volume, r.quote_volume) for r in ticks}
+    assert len(values) == len(ticks)  # stored again only where a value changed
+    assert second["tickers"]["duplicates"] == 2 - len(ticks)
+
+
+async def test_contract_denominated_volume_is_stored_in_base_with_the_contracts_kept(
+    tmp_path, monkeypatch
+):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'contracts.sqlite'}"
+    okx = venue("okx", contract_size=0.01)
+    with EmulatorServer([okx]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["okx"])
+        (outcome,) = await collect_tickers()
+        expected = perpetuals(server, "okx")
+        truth = {s: okx.expected_current(s) for s in expected}
+    assert outcome["status"] == "ok"
+    for row in await fetch_all(url, tickers):
+        if expected[row.symbol].inverse:
+            continue
+        assert row.base_volume == pytest.approx(truth[row.symbol].base_volume, rel=1e-6), row
+        assert row.contract_volume == pytest.approx(row.base_volume / 0.01, rel=1e-9), row
