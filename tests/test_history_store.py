@@ -33,6 +33,7 @@ from perpflow.store import (
 )
 from perpflow.store.migrate import alembic_config
 from perpflow.store.partitions import partition_day
+from tests.test_migrations import _to
 
 HOUR = 3_600_000
 T0 = 1_699_999_200_000
@@ -40,15 +41,6 @@ SYMBOLS = ["A/USDT:USDT", "B/USDT:USDT", "C/USDT:USDT"]
 
 # The revision 0009 revises (the schema just before funding coverage and intervals).
 BEFORE_0009 = ScriptDirectory.from_config(alembic_config()).get_revision("0009").down_revision
-
-
-def _to(revision: str, direction):
-    def run(connection) -> None:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        direction(config, revision)
-
-    return run
 
 
 async def _store_history(engine, symbol: str, stamps: list[int], hours: float | None) -> None:
