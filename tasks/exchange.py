@@ -99,7 +99,7 @@ def _venue_cache_key(context, parameters: dict[str, Any]) -> str:
     **RETRY_POLICY,
 )
 async def load_markets(venue: ExchangeConfig) -> dict[str, dict[str, Any]]:
-    """``{symbol: ccxt market}`` of ``venue``'s selected linear perpetuals (ccxt
+    """``{symbol: ccxt market}`` of ``venue``'s selected perpetuals (ccxt
     ``load_markets``: e.g. binance ``/fapi/v1/exchangeInfo``, bybit
     ``/v5/market/instruments-info``, okx ``/api/v5/public/instruments``); cached for 1 h."""
     async with honouring_retry_after(), venue_rate_limit(venue):

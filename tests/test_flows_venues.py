@@ -171,3 +171,32 @@ async def test_contract_denominated_volume_is_stored_in_base_with_the_contracts_
             continue
         assert row.base_volume == pytest.approx(truth[row.symbol].base_volume, rel=1e-6), row
         assert row.contract_volume == pytest.approx(row.base_volume / 0.01, rel=1e-9), row
+
+
+async def test_a_retry_asks_only_for_the_symbols_that_failed(tmp_path, monkeypatch):
+    """cryptocom has no bulk funding call: one request per symbol. Two of them are rate limited
+    (429); the task is retried by Prefect and the retry asks only for those two."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'retry.sqlite'}"
+    path = "/exchange/v1/public/get-valuations"
+    with EmulatorServer([venue("cryptocom")]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["cryptocom"], cryptocom={"datasets": ["funding_rates"]})
+        count = len(perpetuals(server, "cryptocom"))
+        server.fail("cryptocom", path, status=429, times=2)
+        (outcome,) = await sweep_funding_rates()
+        asked = server.requests.count("cryptocom", path)
+    assert (outcome["status"], outcome["stored"], outcome["failed"]) == ("ok", count, 0)
+    assert outcome["attempts"] == 2
+    assert asked == count + 2  # every symbol once, the two that failed once more
+
+
+async def test_the_venues_retry_after_is_waited_out(tmp_path, monkeypatch):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'after.sqlite'}"
+    path = "/api/v5/market/tickers"
+    with EmulatorServer([venue("okx")]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["okx"])
+        server.fail("okx", path, status=429, times=1, retry_after=3)
+        (outcome,) = await collect_tickers()
+        stamps = [r.monotonic for r in server.requests.records() if r.path == path]
+    assert outcome["status"] == "ok" and outcome["attempts"] == 2
+    # One refused request, then (after the wait) one per contract type (linear, inverse).
+    assert len(stamps) == 3 and min(stamps[1:]) - stamps[0] >= 3.0
