@@ -4,7 +4,9 @@
 (reasons) and unexplained (``perpflow.completeness``). PostgreSQL: ``perpflow_ensure_partition``
 makes any day's partition for its owner (the maintainer) or a member of it (superusers
 included); any other caller (the collector, through SECURITY DEFINER) may only open today's or
-tomorrow's (UTC), so a collector cannot fill the schema with partitions for arbitrary days.
+tomorrow's (UTC), so a collector cannot fill the schema with partitions for arbitrary days; a
+partition that exists is accepted for any day and any caller (a row whose venue time is
+yesterday's still goes in).
 Downgrade: the table is dropped and the function is restored as revision 0002 made it.
 
 Revision ID: 0012
@@ -35,15 +37,15 @@ BEGIN
     IF parent NOT IN ('tickers', 'funding_rates') THEN
         RAISE EXCEPTION 'perpflow_ensure_partition: parent % is not a partitioned table', parent;
     END IF;
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
     -- current_user is the owner here (SECURITY DEFINER); session_user is who logged in.
     IF day NOT IN (today, today + 1) AND NOT pg_has_role(session_user, current_user, 'MEMBER')
     THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
             'perpflow_ensure_partition: %s may only open today''s or tomorrow''s partition '
             '(UTC %s or %s), not %s', session_user, today, today + 1, day);
-    END IF;
-    IF to_regclass(part) IS NOT NULL THEN
-        RETURN NULL;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(part));  -- two writers meeting the same new day
     IF to_regclass(part) IS NOT NULL THEN
