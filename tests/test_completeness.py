@@ -269,3 +269,35 @@ async def test_certify_completeness_flow_stores_and_publishes(engine, database_u
     (published,) = [a for a in artifact if a.key == ARTIFACT_KEY]
     assert "1 of 3 row(s) unexplained" in published.description
     assert '"unexplained": 2' in str(published.data) or "'unexplained': 2" in str(published.data)
+
+
+async def test_revision_0012_downgrades_and_upgrades(blank_database_url):
+    """Down to 0009: no completeness table, the partition function as 0002 made it (any day);
+    up again: the table and the day check are back."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from perpflow.store import create_engine, init_schema
+    from tests.test_migrations import _to
+
+    engine = create_engine(blank_database_url)
+    try:
+        await init_schema(engine)
+        async with engine.begin() as conn:
+            await conn.run_sync(_to("0009", command.downgrade))
+            assert "completeness" not in await conn.run_sync(
+                lambda c: inspect(c).get_table_names())
+            if engine.dialect.name == "postgresql":
+                body = (await conn.exec_driver_sql(
+                    "SELECT prosrc FROM pg_proc WHERE proname = 'perpflow_ensure_partition'"
+                )).scalar_one()
+                assert "may only open" not in body
+            await conn.run_sync(_to("head", command.upgrade))
+            assert "completeness" in await conn.run_sync(lambda c: inspect(c).get_table_names())
+            if engine.dialect.name == "postgresql":
+                body = (await conn.exec_driver_sql(
+                    "SELECT prosrc FROM pg_proc WHERE proname = 'perpflow_ensure_partition'"
+                )).scalar_one()
+                assert "may only open" in body
+    finally:
+        await engine.dispose()
