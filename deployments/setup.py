@@ -127,11 +127,13 @@ async def ensure_blocks(client: PrefectClient, settings: Settings, spec: dict) -
         )
         for venue in settings.exchanges
     ]
-    names = dict.fromkeys([DEFAULT_DATABASE_BLOCK, *_deployment_values(spec, "parameters", "database")])
-    for name in names:
+    named = _deployment_values(spec, "parameters", "database")
+    for name in dict.fromkeys([DEFAULT_DATABASE_BLOCK, *named]):
         url = database_url_for(settings, name)
         lines.append(
-            await _ensure_block(client, MarketDatabase, name, lambda url=url: MarketDatabase(url=url))
+            await _ensure_block(
+                client, MarketDatabase, name, lambda url=url: MarketDatabase(url=url)
+            )
         )
     return lines
 

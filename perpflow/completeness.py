@@ -357,7 +357,7 @@ async def compute_certificate(
         settled = await _settlements_stored(conn, start, end)
         gaps = await _unfillable(conn, start, end)
         timelines = await timelines_on(conn, None, None)
-    pairs: set[Pair] = {(venue, dataset) for venue, sets in (wanted or {}).items() for dataset in sets}
+    pairs: set[Pair] = {(venue, name) for venue, sets in (wanted or {}).items() for name in sets}
     if wanted is None:
         pairs |= {(venue, dataset) for venue in listings for dataset in DATASETS}
     pairs |= set(ledger) | {(x, name) for name, got in runs.items() for x, _ in got}
