@@ -5,8 +5,10 @@
 1. the process work pool(s) named in ``prefect.yaml``;
 2. the block types of ``blocks/`` (``perpflow-exchange``, ``perpflow-market-database``);
 3. default blocks from the environment (``PERPFLOW_*``) where no block of that name exists: one
-   ``perpflow-exchange`` per configured venue, named by its label, and the
-   ``perpflow-market-database`` named in ``prefect.yaml``'s parameters (URL, keys and secrets
+   ``perpflow-exchange`` per configured venue, named by its label, ``market-data`` and the
+   ``perpflow-market-database`` blocks named in ``prefect.yaml``'s parameters: one per job role
+   (``market-data-collector``, ``-reader``, ``-maintainer``) from
+   ``PERPFLOW_<ROLE>_DATABASE_URL``, else ``PERPFLOW_DATABASE_URL`` (URL, keys and secrets
    stored as secret fields);
 4. per venue, a global concurrency limit ``exchange-requests:<venue>`` used as a rate limit: every
    request to the venue takes a slot, slots decay at the venue's request budget per second
@@ -31,6 +33,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 from prefect.workers.process import ProcessWorker
+from pydantic import SecretStr
 
 from blocks import ExchangeBlock, MarketDatabase
 from deployments.automations import ensure_automations
@@ -38,6 +41,16 @@ from deployments.steps import PREFECT_YAML
 from perpflow.exchanges import requests_per_second
 from perpflow.settings import ExchangeConfig, Settings, load_settings
 from tasks.exchange import rate_limit_name
+
+# The database block of each job role (sql/roles.sql) and the setting giving its URL; prefect.yaml
+# gives each deployment the least of them it needs. ``market-data`` (the single block of a setup
+# without roles) is always made from ``PERPFLOW_DATABASE_URL``.
+DEFAULT_DATABASE_BLOCK = "market-data"
+ROLE_BLOCKS = {
+    "market-data-collector": "collector_database_url",
+    "market-data-reader": "reader_database_url",
+    "market-data-maintainer": "maintainer_database_url",
+}
 
 Step = Callable[[PrefectClient, Settings, dict[str, Any]], Awaitable[list[str]]]
 
@@ -114,13 +127,23 @@ async def ensure_blocks(client: PrefectClient, settings: Settings, spec: dict) -
         )
         for venue in settings.exchanges
     ]
-    for name in _deployment_values(spec, "parameters", "database"):
+    named = _deployment_values(spec, "parameters", "database")
+    for name in dict.fromkeys([DEFAULT_DATABASE_BLOCK, *named]):
+        url = database_url_for(settings, name)
         lines.append(
             await _ensure_block(
-                client, MarketDatabase, name, lambda: MarketDatabase(url=settings.database_url)
+                client, MarketDatabase, name, lambda url=url: MarketDatabase(url=url)
             )
         )
     return lines
+
+
+def database_url_for(settings: Settings, block: str) -> SecretStr:
+    """The URL of the ``perpflow-market-database`` block named ``block``: a role's block
+    (``ROLE_BLOCKS``) takes ``PERPFLOW_<ROLE>_DATABASE_URL``, falling back like any other block to
+    ``PERPFLOW_DATABASE_URL`` (one database login for every job, as without roles)."""
+    field = ROLE_BLOCKS.get(block)
+    return (getattr(settings, field) if field else None) or settings.database_url
 
 
 async def ensure_rate_limits(client: PrefectClient, settings: Settings, spec: dict) -> list[str]:

@@ -83,6 +83,7 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
         if reachable:
             checks += await probe_freshness(url, settings, now)
             checks += await probe_ledger(url, settings, now)
+            checks += await health.certificate_checks(url.get_secret_value(), now)
         else:
             checks.append(
                 health.Check("freshness", health.CRIT, detail="not checked: database unreachable")

@@ -497,3 +497,47 @@ def snapshot_rows(status: str, checks: list[Check], taken_at: datetime) -> list[
             "taken_at": taken_at,
         }
     ]
+
+
+async def certificate_checks(url: str, now: datetime, days: int = 7) -> list[Check]:
+    """The completeness certificates (``completeness`` table) of the last ``days`` UTC days
+    before ``now``: ``CRIT`` per (venue, dataset) with unexplained observations on any of
+    them (value: how many, detail: the days and the expected/stored/explained counts), else one
+    ``completeness`` check ``OK`` (value: rows certified); ``n/a`` when no day was certified
+    yet. ``url`` is the market database's URL (the run's shared engine is used)."""
+    # Kept in one block: the certificate is its own concern (perpflow.completeness).
+    from perpflow.store.engine import run_engine
+    from perpflow.store.schema import completeness
+
+    c = completeness.c
+    first = (now - timedelta(days=days)).date()
+    query = select(c.exchange, c.dataset, c.day, c.expected, c.stored, c.explained,
+                   c.unexplained).where(c.day >= first).order_by(c.exchange, c.dataset, c.day)
+    async with run_engine(url) as engine, engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    if not rows:
+        return [Check("completeness", NA, None, "count", f"no day certified since {first}")]
+    lost: dict[tuple[str, str], list] = defaultdict(list)
+    for row in rows:
+        if row.unexplained:
+            lost[(row.exchange, row.dataset)].append(row)
+    checks = [
+        Check(
+            f"completeness.{venue}.{dataset}",
+            CRIT,
+            float(sum(r.unexplained for r in bad)),
+            "count",
+            "unexplained observations on "
+            + ", ".join(
+                f"{r.day}: {r.unexplained} of {r.expected} (stored {r.stored}, explained "
+                f"{r.explained})" for r in bad
+            ),
+        )
+        for (venue, dataset), bad in sorted(lost.items())
+    ]
+    days_seen = len({row.day for row in rows})
+    return checks or [
+        Check("completeness", OK, float(len(rows)), "count",
+              f"{len(rows)} (venue, dataset, day) rows over {days_seen} day(s) since {first}, "
+              "every missing observation explained")
+    ]

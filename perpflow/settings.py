@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PERPFLOW_", extra="forbid")
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    # One database role per job (sql/roles.sql): deployments.setup makes the
+    # market-data-<role> blocks from these, each defaulting to database_url when unset.
+    collector_database_url: SecretStr | None = None
+    reader_database_url: SecretStr | None = None
+    maintainer_database_url: SecretStr | None = None
     exchanges: list[ExchangeConfig] = Field(default_factory=default_exchanges)
     funding_history_lookback_days: float = Field(7.0, gt=0)
     ticker_interval_seconds: int = Field(
@@ -242,10 +247,14 @@ class Settings(BaseSettings):
         0.25, gt=0, lt=1, description="a figure worse than its recent median by more than this fraction is flagged"
     )
 
-    @field_validator("database_url", "bench_database_url")
+    @field_validator(
+        "database_url", "bench_database_url", "collector_database_url", "reader_database_url",
+        "maintainer_database_url",
+    )
     @classmethod
-    def _supported_url(cls, value: SecretStr) -> SecretStr:
-        check_database_url(value.get_secret_value())
+    def _supported_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())
         return value
 
     @cached_property

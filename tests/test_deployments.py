@@ -52,19 +52,55 @@ DEPLOYMENTS = {
     "report-health/default": 900,
     "maintain-database/default": 86400,
     "run-benchmarks/default": 604800,
+    "certify-completeness/default": "15 0 * * *",  # daily at 00:15 UTC, the previous day
 }
 COLLECTORS = ("collect-tickers/default", "sweep-funding-rates/default")
+# The least database role each job needs (sql/roles.sql; one block per role).
+ROLE_OF = {
+    "collect-tickers/default": "market-data-collector",
+    "sweep-funding-rates/default": "market-data-collector",
+    "maintain-database/default": "market-data-maintainer",
+}
+DATABASE_BLOCKS = {"market-data", "market-data-collector", "market-data-reader",
+                   "market-data-maintainer"}
 
 
 def expected_parameters(name: str) -> dict:
-    if name in COLLECTORS:
-        return {"exchanges": list(VENUES), "database": "market-data"}
-    return {"database": "market-data"}
+    database = ROLE_OF.get(name, "market-data-reader")
+    if name in COLLECTORS or name == "certify-completeness/default":
+        return {"exchanges": list(VENUES), "database": database}
+    return {"database": database}
 
 
 def expected_tags(name: str) -> set[str]:
     job = name.split("/")[0]
     return {job, "venues:default"} if name in COLLECTORS else {job}
+
+
+def assert_schedule(schedule, cadence: int | str, name: str) -> None:
+    """An interval schedule of ``cadence`` seconds, or a cron schedule ``cadence`` in UTC."""
+    assert schedule.active, name
+    if isinstance(cadence, str):
+        assert (schedule.schedule.cron, schedule.schedule.timezone) == (cadence, "UTC"), name
+    else:
+        assert schedule.schedule.interval == timedelta(seconds=cadence), name
+
+
+def test_role_blocks_take_role_urls_else_the_database_url(monkeypatch):
+    from deployments.setup import ROLE_BLOCKS, database_url_for
+    from perpflow.settings import load_settings
+
+    monkeypatch.setenv("PERPFLOW_DATABASE_URL", "sqlite+aiosqlite:///data/one.sqlite")
+    settings = load_settings()
+    assert {database_url_for(settings, name).get_secret_value()
+            for name in DATABASE_BLOCKS} == {"sqlite+aiosqlite:///data/one.sqlite"}
+    reader = "postgresql+asyncpg://reader:pw@db:5432/perpflow"
+    monkeypatch.setenv("PERPFLOW_READER_DATABASE_URL", reader)
+    settings = load_settings()
+    assert database_url_for(settings, "market-data-reader").get_secret_value() == reader
+    assert database_url_for(settings, "market-data-collector").get_secret_value() == (
+        "sqlite+aiosqlite:///data/one.sqlite")
+    assert set(ROLE_BLOCKS) == DATABASE_BLOCKS - {"market-data"}
 BIN = Path(sys.executable).parent
 WAIT_S = 180
 
@@ -233,7 +269,8 @@ def test_setup_deploy_and_two_workers(stack):
     assert "created" in first and "created" not in second, second
     assert after_first["pools"] == ["perpflow"]
     assert set(after_first["blocks"]) == {("perpflow-exchange", name) for name in VENUES} | {
-        ("perpflow-market-database", "market-data"), ("custom-webhook", "perpflow-alerts")}
+        ("perpflow-market-database", name) for name in DATABASE_BLOCKS} | {
+        ("custom-webhook", "perpflow-alerts")}
     assert [name for name, _ in after_first["automations"]] == sorted(ALERTS)
     assert after_first["limits"] == sorted(
         (rate_limit_name(name), int(BUDGET), BUDGET) for name in VENUES)
@@ -246,7 +283,7 @@ def test_setup_deploy_and_two_workers(stack):
     for name, seconds in DEPLOYMENTS.items():
         deployment = deployments[name]
         (schedule,) = deployment.schedules
-        assert schedule.active and schedule.schedule.interval == timedelta(seconds=seconds), name
+        assert_schedule(schedule, seconds, name)
         assert deployment.work_pool_name == "perpflow"
         assert deployment.parameters == expected_parameters(name)
         assert set(deployment.tags) == expected_tags(name)
@@ -340,7 +377,7 @@ def test_serve_registers_every_deployment_and_runs_a_triggered_run(stack):
     deployments = wait_until(registered, "serve to register the deployments", [served])
     for deployment, (name, seconds) in zip(deployments, DEPLOYMENTS.items(), strict=True):
         (schedule,) = deployment.schedules
-        assert schedule.active and schedule.schedule.interval == timedelta(seconds=seconds), name
+        assert_schedule(schedule, seconds, name)
         assert not deployment.paused, name
         assert deployment.parameters == expected_parameters(name)
         assert deployment.global_concurrency_limit.limit == 1

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from flows.collect_tickers import collect_tickers
 from flows.maintain_database import REPORT_KEY, maintain_database
@@ -25,6 +26,7 @@ from perpflow import store
 from perpflow.history import BEYOND_VENUE_HORIZON, Coverage, Uncovered
 from perpflow.intervals import VENUE, Observation
 from perpflow.store import LedgerEntry, create_engine, init_schema, store_batch, tickers
+from perpflow.store.completeness import read_certificate, write_certificate
 from perpflow.store.partitions import partition_name
 from perpflow.store.schema import maintenance_results
 from tests.conftest import PG_ADMIN_DSN, ROOT, _create_pg_database, _drop_pg_database
@@ -344,7 +346,8 @@ async def roles_database():
         pytest.skip("psql is not installed")
     name = await _create_pg_database()
     suffix = uuid.uuid4().hex[:8]
-    roles = {"collector": f"pf_collector_{suffix}", "maintainer": f"pf_maintainer_{suffix}"}
+    roles = {"collector": f"pf_collector_{suffix}", "maintainer": f"pf_maintainer_{suffix}",
+             "reader": f"pf_reader_{suffix}"}
     try:
         engine = create_engine(_url(name))
         await init_schema(engine)
@@ -359,6 +362,10 @@ async def roles_database():
             f"maintainer={roles['maintainer']}",
             "-v",
             "maintainer_password=unused-here",
+            "-v",
+            f"reader={roles['reader']}",
+            "-v",
+            "reader_password=unused-here",
             "-f",
             str(ROOT / "sql" / "roles.sql"),
         )
@@ -387,16 +394,89 @@ async def _sweep_bookkeeping(engine) -> None:
         await store.record_unreachable(engine, "venue", {"A/USDT:USDT": [proof]}, "r1")
 
 
+async def _collector_partitions_only_today_and_tomorrow(name, roles, collector) -> None:
+    """Today's and tomorrow's (UTC) partitions are opened by the collector's writes; another
+    day's only by the maintainer, after which the collector writes there too."""
+    now = datetime.now(UTC)
+    before = await _tickers_partitions(collector)
+    for days in (0, 1):
+        assert (await _store_ticker_at(collector, now + timedelta(days=days), f"c{days}")).stored
+    for days in (20, -10):
+        with pytest.raises(DBAPIError, match="may only open today's or tomorrow's partition"):
+            await _store_ticker_at(collector, now + timedelta(days=days), f"c{days}")
+    made = await _tickers_partitions(collector) - before
+    assert made <= {partition_name("tickers", (now + timedelta(days=d)).date()) for d in (0, 1)}
+    conn = await asyncpg.connect(_dsn(name, roles["collector"]))
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("SELECT perpflow_ensure_partition('tickers', $1)",
+                               (now + timedelta(days=20)).date())
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(_dsn(name, roles["maintainer"]))
+    try:
+        for days in (20, -10):
+            assert await conn.fetchval("SELECT perpflow_ensure_partition('tickers', $1)",
+                                       (now + timedelta(days=days)).date())
+    finally:
+        await conn.close()
+    for days in (20, -10):  # an existing partition takes the collector's rows, whatever its day
+        assert (await _store_ticker_at(collector, now + timedelta(days=days), f"c{days}")).stored
+
+
+async def test_reader_role_reads_and_writes_only_its_results(roles_database):
+    name, roles = roles_database
+    admin = create_engine(_url(name))
+    reader = create_engine(_url(name, roles["reader"]))
+    day = datetime.now(UTC).date()
+    try:
+        assert (await _store_ticker_at(admin, datetime.now(UTC), "r1")).stored == 1
+        await init_schema(reader)  # at head: no DDL needed
+        assert len(await fetch_all(_url(name, roles["reader"]), tickers)) == 1
+        async with reader.connect() as conn:
+            for table in ("instruments", "collection_ledger", "funding_history", "funding_gaps",
+                          "funding_intervals", "quarantine", "completeness"):
+                await conn.execute(select(func.count()).select_from(store.metadata.tables[table]))
+        row = {"exchange": "venue", "dataset": "tickers", "day": day, "instruments": 1,
+               "expected": 1, "stored": 1, "explained": 0, "unexplained": 0, "reasons": None,
+               "detail": None, "certified_at": datetime.now(UTC), "run_id": "c1"}
+        for run in ("c1", "c2"):  # certify, then certify again (upsert)
+            assert await write_certificate(reader, [{**row, "run_id": run}]) == 1
+        assert [r["run_id"] for r in await read_certificate(reader, day)] == ["c2"]
+        await store.write_health_snapshot(reader, "h1", [{
+            "name": "overall", "status": "OK", "value": None, "unit": None, "detail": "",
+            "taken_at": datetime.now(UTC)}])
+        await store.write_health_snapshot(reader, "h1", [])  # replaces its run's rows
+    finally:
+        await reader.dispose()
+        await admin.dispose()
+    conn = await asyncpg.connect(_dsn(name, roles["reader"]))
+    try:
+        for statement in (
+            "INSERT INTO funding_history (exchange, symbol, funding_ts, funding_rate, "
+            "collected_at) VALUES ('v', 'A', now(), 0, now())",
+            "INSERT INTO collection_ledger SELECT * FROM collection_ledger",
+            "DELETE FROM tickers",
+            "DELETE FROM completeness",
+            "DELETE FROM collection_ledger",
+            "UPDATE instruments SET active = false",
+            "UPDATE tickers SET last = 0",
+            "TRUNCATE tickers",
+            "CREATE TABLE reader_table (x int)",
+            "SELECT perpflow_ensure_partition('tickers', current_date + 2)",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def test_collector_role_only_adds_data_and_maintainer_maintains(roles_database, monkeypatch):
     name, roles = roles_database
     collector = create_engine(_url(name, roles["collector"]))
     try:
         await init_schema(collector)  # at head: a collector flow's start needs no DDL
-        for days in (20, -10):  # brand-new days' partitions, through the definer function
-            stored = await _store_ticker_at(
-                collector, datetime.now(UTC) + timedelta(days=days), f"c{days}"
-            )
-            assert stored.stored == 1
+        await _collector_partitions_only_today_and_tomorrow(name, roles, collector)
         await _sweep_bookkeeping(collector)
     finally:
         await collector.dispose()

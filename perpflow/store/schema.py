@@ -35,6 +35,7 @@ from sqlalchemy import (
     CheckConstraint,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     Integer,
@@ -422,4 +423,27 @@ funding_intervals = Table(
     Column("interval_hours", Float, nullable=False),
     Column("source", String(16), nullable=False),  # venue | inferred
     CheckConstraint("source IN ('venue', 'inferred')", name="funding_intervals_source_check"),
+)
+
+
+# -- the daily completeness certificate (certify-completeness; perpflow.completeness) -------------
+# One row per (venue, dataset, UTC day): observations expected (snapshots: one per collector
+# schedule interval per instrument selected; realized funding: one per settlement by the interval
+# in force), stored, explained (``reasons``: {reason: count}, ``detail``: the symbols and errors
+# behind them) and unexplained = expected - stored - explained (never negative).
+completeness = Table(
+    "completeness",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("dataset", String(32), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("instruments", Integer, nullable=False),
+    Column("expected", Integer, nullable=False),
+    Column("stored", Integer, nullable=False),
+    Column("explained", Integer, nullable=False),
+    Column("unexplained", Integer, nullable=False),
+    Column("reasons", JSON().with_variant(JSONB(), "postgresql")),
+    Column("detail", Text),
+    _ts("certified_at", nullable=False),
+    Column("run_id", String(64)),
 )
