@@ -380,8 +380,9 @@ def profile_file(environ: Mapping[str, str] | None = None) -> Profile | None:
             raise ConfigError(f"PERPFLOW_PROFILE = {name!r}: expected a name like dev, staging")
         path = str(PROFILE_DIR / f"{name}.toml")
     if not Path(path).is_file():
-        where = f"profile {name!r}: " if name else ""
-        raise ConfigError(f"{where}PERPFLOW_CONFIG / profile file {path!r} does not exist")
+        where = f"PERPFLOW_PROFILE = {name!r}" if not environ.get("PERPFLOW_CONFIG") else (
+            "PERPFLOW_CONFIG")
+        raise ConfigError(f"{where}: profile file {path!r} does not exist")
     return Profile(name=name or Path(path).stem, path=Path(path))
 
 
