@@ -399,7 +399,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     known = {f"PERPFLOW_{field}".upper() for field in Settings.model_fields} | OTHER_VARIABLES
     return sorted(
-        name for name in environ if name.upper().startswith("PERPFLOW_") and name.upper() not in known
+        name
+        for name in environ
+        if name.upper().startswith("PERPFLOW_") and name.upper() not in known
     )
 
 

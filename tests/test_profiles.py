@@ -55,7 +55,9 @@ password = "S1-PASS"
     assert done.returncode == 0, done.stderr
     fields = lines_by_field(done.stdout)
     assert done.stdout.startswith("profile: staging (config/staging.toml)")
-    assert fields["database_url"] == "postgresql+asyncpg://perpflow:***@db:5432/perpflow  [profile staging]"
+    assert fields["database_url"] == (
+        "postgresql+asyncpg://perpflow:***@db:5432/perpflow  [profile staging]"
+    )
     assert fields["exchange_retries"] == "2  [profile staging]"
     assert fields["dask_workers"] == "5  [environment]"
     assert fields["alert_webhook_url"] == '"**********"  [environment]'
@@ -103,9 +105,11 @@ def test_a_bad_profile_exits_non_zero_naming_the_field(tmp_path, profile_text, e
 
 
 @pytest.mark.parametrize("env, word", [
-    ({"PERPFLOW_PROFILE": "missing"}, "PERPFLOW_PROFILE = 'missing': profile file 'config/missing.toml' does not exist"),
+    ({"PERPFLOW_PROFILE": "missing"},
+     "PERPFLOW_PROFILE = 'missing': profile file 'config/missing.toml' does not exist"),
     ({"PERPFLOW_PROFILE": "../etc/x"}, "PERPFLOW_PROFILE = '../etc/x': expected a name"),
-    ({"PERPFLOW_CONFIG": "/nonexistent/p.toml"}, "PERPFLOW_CONFIG: profile file '/nonexistent/p.toml' does not exist"),
+    ({"PERPFLOW_CONFIG": "/nonexistent/p.toml"},
+     "PERPFLOW_CONFIG: profile file '/nonexistent/p.toml' does not exist"),
 ])
 def test_a_missing_profile_is_an_error(tmp_path, env, word):
     done = config_check(tmp_path, env)
@@ -126,7 +130,9 @@ def test_shipped_profiles_are_valid(monkeypatch, name):
     assert settings.exchanges and settings.alert_webhook_url is None
     # no credential in a file kept in the repository
     assert make_url(settings.database_url.get_secret_value()).password is None
-    assert all(getattr(venue, field) is None for venue in settings.exchanges for field in CREDENTIALS)
+    assert all(
+        getattr(venue, field) is None for venue in settings.exchanges for field in CREDENTIALS
+    )
 
 
 def test_flows_read_the_profile(monkeypatch, tmp_path):
