@@ -106,16 +106,7 @@ async def _ensure_block(
 
 
 def _exchange_block(venue: ExchangeConfig) -> ExchangeBlock:
-    return ExchangeBlock(
-        exchange_id=venue.id,
-        name=venue.name,
-        enabled=venue.enabled,
-        symbols=list(venue.symbols),
-        ccxt_config=venue.ccxt_config,
-        api_url=venue.api_url,
-        api_key=venue.api_key,
-        secret=venue.secret,
-    )
+    return ExchangeBlock.from_venue(venue)
 
 
 async def ensure_blocks(client: PrefectClient, settings: Settings, spec: dict) -> list[str]:

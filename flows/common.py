@@ -136,7 +136,7 @@ async def resolve_run(exchanges: list[str] | None, database: str | None) -> RunC
     settings = load_settings()
     if exchanges:
         blocks = [await ExchangeBlock.aload(name) for name in exchanges]
-        venues = [ExchangeConfig(**block.venue_fields()) for block in blocks]
+        venues = [block.venue() for block in blocks]
         venues = [venue for venue in venues if venue.enabled]
     else:
         venues = settings.enabled_exchanges

@@ -26,7 +26,7 @@ import ccxt.async_support as ccxt_async
 
 from perpflow import capabilities
 from perpflow.scope import borrow
-from perpflow.settings import ExchangeConfig
+from perpflow.settings import CREDENTIALS, ExchangeConfig
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -232,10 +232,9 @@ def _client_config(venue: ExchangeConfig) -> dict[str, Any]:
         {"enableRateLimit": True, "enableLastJsonResponse": True, "has": {"fetchCurrencies": False}},
         venue.ccxt_config,
     )
-    if venue.api_key is not None:
-        config["apiKey"] = venue.api_key.get_secret_value()
-    if venue.secret is not None:
-        config["secret"] = venue.secret.get_secret_value()
+    for field, ccxt_key in CREDENTIALS.items():
+        if (value := getattr(venue, field)) is not None:
+            config[ccxt_key] = value.get_secret_value()
     return config
 
 

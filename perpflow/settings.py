@@ -1,17 +1,34 @@
-"""Configuration: pydantic-settings, read from ``PERPFLOW_*`` environment variables.
+"""Configuration: pydantic-settings, read from a profile file and ``PERPFLOW_*`` variables.
 
 Defaults need no setup: an embedded SQLite file under ``./data`` and the three reference venues
-(``binanceusdm``, ``bybit``, ``okx``). Every value is validated when the settings are built, so a
-bad value fails at start with an error that names the field and the value.
+(``binanceusdm``, ``bybit``, ``okx``). A profile (``PERPFLOW_PROFILE=staging`` reads
+``config/staging.toml`` under the working directory; ``PERPFLOW_CONFIG=/path/file.toml`` reads that
+file) sets values over the defaults, and environment variables set values over the profile. Every
+value is validated when the settings are built, so a bad value fails at start with an error that
+names the field: the value is shown only for plain fields, never for a credential, an unknown field,
+a JSON object or an unparsable URL (those say "value hidden").
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -25,12 +42,17 @@ DEFAULT_BENCH_DATABASE_URL = "sqlite+aiosqlite:///data/bench.sqlite"
 def check_database_url(url: str) -> str:
     """Return ``url`` when it is a SQLAlchemy URL for a supported async driver.
 
-    Raises ``ValueError`` naming the value (with any password masked) otherwise.
+    Raises ``ValueError`` naming the driver when it is not supported; an unparsable URL (a libpq
+    ``key=value`` string, a URL without ``://``) is refused without its text, which may hold a
+    password.
     """
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ValueError(f"database_url: not a SQLAlchemy URL: {_mask_url(url)!r}") from None
+        raise ValueError(
+            "database_url: not a SQLAlchemy URL (its text is not shown: it may hold a password); "
+            "expected driver://user:password@host:port/database"
+        ) from None
     if parsed.drivername not in SUPPORTED_DRIVERS:
         raise ValueError(
             f"database_url: driver {parsed.drivername!r} is not supported; "
@@ -41,14 +63,36 @@ def check_database_url(url: str) -> str:
     return url
 
 
-def _mask_url(url: str) -> str:
-    """``url`` with the password part between ``:`` and ``@`` replaced by ``***``."""
-    head, sep, tail = url.rpartition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, userinfo = head.partition("://")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"
+def mask_url(url: str) -> str:
+    """``url`` for display: the password and every query-string value replaced by ``***``; an
+    unparsable URL is not shown at all (it may hold a password in any place)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"({HIDDEN_UNPARSABLE})"
+    if parsed.query:
+        parsed = parsed.set(query={key: "***" for key in parsed.query})
+    return parsed.render_as_string(hide_password=True)
+
+
+# ExchangeConfig credential field -> ccxt constructor key: every key of ccxt's
+# ``Exchange.requiredCredentials`` (tests/test_secrets.py checks the two lists agree).
+CREDENTIALS: dict[str, str] = {
+    "api_key": "apiKey",
+    "secret": "secret",
+    "uid": "uid",
+    "account_id": "accountId",
+    "login": "login",
+    "password": "password",
+    "twofa": "twofa",
+    "private_key": "privateKey",
+    "wallet_address": "walletAddress",
+    "token": "token",
+}
+HIDDEN_SECRET = "value hidden: a secret field"
+HIDDEN_UNKNOWN = "value hidden: unknown field"
+HIDDEN_OBJECT = "value hidden: a JSON object or list"
+HIDDEN_UNPARSABLE = "value hidden: not a parsable URL"
 
 
 class ExchangeConfig(BaseModel):
@@ -62,11 +106,15 @@ class ExchangeConfig(BaseModel):
     named exactly is taken whatever its type). ``datasets`` lists the datasets collected from the
     venue (default: every one the venue supports through ccxt). ``ccxt_config`` is
     merged into the ccxt constructor config (``options``, ``timeout`` in ms, ...), on top of the
-    venue's capability defaults. ``api_url`` points every REST base URL of the venue at a proxy,
-    testnet mirror or the local emulator (see ``perpflow.exchanges.rewrite_api_urls``).
+    venue's capability defaults; it must not hold credentials (the blocks API returns it in clear):
+    those are the ``SecretStr`` fields of ``CREDENTIALS`` (``api_key``, ``secret``, ``password``
+    for okx's passphrase, ``uid``, ``private_key``, ``wallet_address``, ...), handed to ccxt under
+    its own names (``apiKey``, ``privateKey``, ...). ``api_url`` points every REST base URL of the
+    venue at a proxy, testnet mirror or the local emulator (see
+    ``perpflow.exchanges.rewrite_api_urls``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     id: str
     name: str | None = None
@@ -78,6 +126,27 @@ class ExchangeConfig(BaseModel):
     api_url: str | None = None
     api_key: SecretStr | None = None
     secret: SecretStr | None = None
+    uid: SecretStr | None = None
+    account_id: SecretStr | None = None
+    login: SecretStr | None = None
+    password: SecretStr | None = None
+    twofa: SecretStr | None = None
+    private_key: SecretStr | None = None
+    wallet_address: SecretStr | None = None
+    token: SecretStr | None = None
+
+    @field_validator("ccxt_config")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        names = {**{name.lower(): field for field, name in CREDENTIALS.items()},
+                 **{field: field for field in CREDENTIALS}}
+        for key in value:
+            if field := names.get(str(key).lower()):
+                raise ValueError(
+                    f"ccxt_config.{key}: a credential ({HIDDEN_SECRET}); set the venue's "
+                    f"secret field {field!r} instead"
+                )
+        return value
 
     @field_validator("id")
     @classmethod
@@ -124,7 +193,9 @@ class Settings(BaseSettings):
     Units: intervals and delays in seconds, lookback in days.
     """
 
-    model_config = SettingsConfigDict(env_prefix="PERPFLOW_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="PERPFLOW_", extra="forbid", hide_input_in_errors=True
+    )
 
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     # One database role per job (sql/roles.sql): deployments.setup makes the
@@ -257,6 +328,20 @@ class Settings(BaseSettings):
             check_database_url(value.get_secret_value())
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Highest first: keyword arguments, ``PERPFLOW_*`` variables, the profile file."""
+        profile = profile_file()
+        sources = (init_settings, env_settings)
+        return sources + ((_profile_source(profile.path),) if profile else ())
+
     @cached_property
     def enabled_exchanges(self) -> list[ExchangeConfig]:
         """The configured venues with ``enabled=True``, in order."""
@@ -264,32 +349,135 @@ class Settings(BaseSettings):
 
 
 class ConfigError(ValueError):
-    """Invalid configuration: one line per bad field, each naming the field and the value given
-    (database URLs with their password masked, credentials never shown)."""
+    """Invalid configuration: one line per bad field, each naming the field; the value given is
+    shown only for plain fields (database URLs with their password masked, credentials, unknown
+    fields, JSON objects and unparsable URLs never)."""
 
 
-SECRET_FIELDS = {"api_key", "secret", "alert_webhook_url"}
+SECRET_FIELDS = {*CREDENTIALS, "alert_webhook_url"}
+URL_FIELDS = {"database_url", "bench_database_url", "url"}
+# PERPFLOW_* variables read outside ``Settings``: profile selection, and the test suite's server.
+OTHER_VARIABLES = {"PERPFLOW_PROFILE", "PERPFLOW_CONFIG", "PERPFLOW_TEST_PG_DSN"}
+PROFILE_DIR = Path("config")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+log = logging.getLogger(__name__)
 
 
-def _shown(loc: tuple, value: Any) -> str:
-    if SECRET_FIELDS & {str(part) for part in loc}:
-        return "'**********'"
-    if any(str(part).endswith("database_url") for part in loc) and isinstance(value, str):
-        return repr(_mask_url(value))
+class Profile(BaseModel):
+    """The profile file in force: ``name`` (``PERPFLOW_PROFILE``, or the file's stem when only
+    ``PERPFLOW_CONFIG`` is set) and its ``path``."""
+
+    name: str
+    path: Path
+
+
+def profile_file(environ: Mapping[str, str] | None = None) -> Profile | None:
+    """The TOML file the settings read under the environment variables, or None (defaults and
+    environment only).
+
+    ``PERPFLOW_CONFIG`` (a file path) wins; else ``PERPFLOW_PROFILE=name`` reads
+    ``config/<name>.toml`` under the working directory (the directory the flows run in, like the
+    default ``data/`` directory). Raises ``ConfigError`` for a malformed profile name or a file that
+    does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    name, path = environ.get("PERPFLOW_PROFILE"), environ.get("PERPFLOW_CONFIG")
+    if not name and not path:
+        return None
+    if not path:
+        if not _PROFILE_NAME.fullmatch(name):
+            raise ConfigError(f"PERPFLOW_PROFILE = {name!r}: expected a name like dev, staging")
+        path = str(PROFILE_DIR / f"{name}.toml")
+    if not Path(path).is_file():
+        where = f"PERPFLOW_PROFILE = {name!r}" if not environ.get("PERPFLOW_CONFIG") else (
+            "PERPFLOW_CONFIG")
+        raise ConfigError(f"{where}: profile file {path!r} does not exist")
+    return Profile(name=name or Path(path).stem, path=Path(path))
+
+
+def _profile_source(path: Path) -> TomlConfigSettingsSource:
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:  # its text has the line and column, not the content
+        raise ConfigError(f"profile file {str(path)!r}: not valid TOML: {exc}") from None
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Names of ``PERPFLOW_*`` environment variables that no setting reads (misspelled or stale),
+    sorted; the names only, never their values."""
+    environ = os.environ if environ is None else environ
+    known = {f"PERPFLOW_{field}".upper() for field in Settings.model_fields} | OTHER_VARIABLES
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("PERPFLOW_") and name.upper() not in known
+    )
+
+
+def value_sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each setting's effective value comes from: ``environment``, ``profile <name>`` or
+    ``default`` (keyword overrides are not considered). Raises ``ConfigError`` as ``load_settings``
+    for a missing or malformed profile file or an unparsable variable."""
+    environ = os.environ if environ is None else environ
+    profile = profile_file(environ)
+    from_file = set(_profile_source(profile.path).toml_data) if profile else set()
+    try:
+        from_env = set(EnvSettingsSource(Settings, case_sensitive=False)())
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
+    return {
+        field: "environment" if field in from_env
+        else f"profile {profile.name}" if field in from_file
+        else "default"
+        for field in Settings.model_fields
+    }
+
+
+def _shown(error: Mapping[str, Any]) -> str:
+    """The value of one pydantic error for display: shown for plain fields, hidden otherwise."""
+    loc, value = [str(part) for part in error["loc"]], error.get("input")
+    if SECRET_FIELDS & set(loc):
+        return f"({HIDDEN_SECRET})"
+    if error["type"] == "extra_forbidden":
+        return f"({HIDDEN_UNKNOWN})"
+    if URL_FIELDS & set(loc) and isinstance(value, str):
+        shown = mask_url(value)
+        return shown if shown == f"({HIDDEN_UNPARSABLE})" else repr(shown)
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return f"({HIDDEN_OBJECT})"
     return repr(value)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """``Settings`` from the environment (and ``overrides``), validated.
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    lines = [
+        f"{prefix}{'.'.join(map(str, err['loc']))} = {_shown(err)}: {err['msg']}"
+        for err in exc.errors(include_url=False)
+    ]
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
-    Raises ``ConfigError`` naming every bad field and its value, e.g.
-    ``exchanges.0.id = 'nope': Value error, id: unknown ccxt exchange id 'nope'``.
+
+def exchange_config(fields: Mapping[str, Any], where: str = "") -> ExchangeConfig:
+    """``ExchangeConfig(**fields)``, validated; raises ``ConfigError`` with one line per bad
+    field, prefixed by ``where`` (e.g. ``block okx: ``), values hidden as in ``load_settings``."""
+    try:
+        return ExchangeConfig(**fields)
+    except ValidationError as exc:
+        raise _config_error(exc, where) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings`` from the profile file, the environment and ``overrides`` (highest), validated.
+
+    Logs a warning naming each unknown ``PERPFLOW_*`` variable (never its value). Raises
+    ``ConfigError`` naming every bad field, e.g.
+    ``exchanges.0.id = 'nope': Value error, id: ccxt exchange 'nope' lists no perpetual swaps`` or
+    ``exchanges.0.apikey = (value hidden: unknown field): Extra inputs are not permitted``.
     """
+    for name in unknown_variables():
+        log.warning("unknown environment variable %s: no setting reads it (value not shown)", name)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [
-            f"{'.'.join(map(str, err['loc']))} = {_shown(err['loc'], err.get('input'))}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        ]
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise _config_error(exc) from None
+    except SettingsError as exc:  # an unparsable JSON variable; its text names only the field
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
