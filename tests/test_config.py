@@ -97,7 +97,8 @@ def test_freshness_cadence_defaults_match_the_deployment_schedules():
     """report-health judges freshness by the collectors' cadence; prefect.yaml schedules them."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     intervals = {
-        d["entrypoint"].rsplit(":", 1)[1]: d["schedules"][0]["interval"] for d in spec["deployments"]
+        d["entrypoint"].rsplit(":", 1)[1]: d["schedules"][0].get("interval")
+        for d in spec["deployments"]
     }
     settings = Settings()
     assert intervals["collect_tickers"] == settings.ticker_interval_seconds
