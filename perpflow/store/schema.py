@@ -423,3 +423,22 @@ funding_intervals = Table(
     Column("source", String(16), nullable=False),  # venue | inferred
     CheckConstraint("source IN ('venue', 'inferred')", name="funding_intervals_source_check"),
 )
+
+
+# -- per-venue circuit breaker (perpflow.circuit) ------------------------------------------------
+# One row per venue label: closed | open | half_open; failures counts consecutive failed steps
+# while closed; down_since is when the outage began (kept across re-opens), opened_at the start of
+# the current cool-down, probe_at when the current half-open probe was claimed.
+venue_circuits = Table(
+    "venue_circuits",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    _ts("down_since"),
+    _ts("opened_at"),
+    _ts("probe_at"),
+    Column("last_error", Text),
+    _ts("updated_at", nullable=False),
+    CheckConstraint("state IN ('closed', 'open', 'half_open')", name="venue_circuits_state_check"),
+)
