@@ -25,7 +25,8 @@ from perpflow.store.migrate import upgrade
 
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 SQLITE_MIN_LOCK_WAIT_S = 30.0
-# The client gives up this long after the server's statement_timeout should have answered.
+# The client gives up this long (at most the statement limit again) after the server's
+# statement_timeout should have answered.
 CLIENT_SLACK_S = 5.0
 
 
@@ -65,7 +66,7 @@ def _postgres_args(limits: DatabaseTimeouts) -> dict:
                   limits.maintenance_statement_timeout_seconds)
     return {
         "timeout": limits.database_connect_timeout_seconds,
-        "command_timeout": longest + CLIENT_SLACK_S,
+        "command_timeout": longest + min(CLIENT_SLACK_S, limits.database_statement_timeout_seconds),
         "server_settings": {"statement_timeout": str(statement_ms)},
     }
 
