@@ -5,7 +5,9 @@ report-health's liveness check and crashed by the heartbeat automation."""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
+import sys
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,6 +16,15 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from sqlalchemy import text
 
@@ -223,3 +234,61 @@ def test_stalled_run_automation_crashes_runs_without_heartbeat():
     assert trigger.match_related["prefect.resource.name"] == ["collect-tickers"]
     (action,) = automation.actions
     assert action.type == "change-flow-run-state" and action.state.value == "CRASHED"
+
+
+ZOMBIE = '''
+import time
+from prefect import flow
+
+@flow(name="liveness-zombie")
+def zombie():
+    print("running", flush=True)
+    time.sleep(600)
+
+zombie()
+'''
+
+
+@pytest.mark.usefixtures("prefect_server")
+async def test_a_killed_run_is_set_crashed_by_the_stalled_run_automation(tmp_path):
+    """A flow run whose process is killed with SIGKILL stops heartbeating; the automation (with
+    Prefect's minimum heartbeat of 30 s and a 40 s window) sets it Crashed."""
+    stale_s = 40
+    script = tmp_path / "zombie.py"
+    script.write_text(ZOMBIE)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    async with get_client() as client:
+        automation_id = await client.create_automation(
+            stalled_runs_crashed(stale_s, ("liveness-zombie",))
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            while b"running" not in await asyncio.wait_for(process.stdout.readline(), 60):
+                pass
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["liveness-zombie"])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+                ),
+            )
+            (run,) = runs
+            await asyncio.sleep(2)  # the first heartbeat is sent as the run starts
+            process.kill()  # SIGKILL: no final state is ever reported
+            await process.wait()
+            killed = time.monotonic()
+            state = None
+            while time.monotonic() - killed < stale_s + 60:
+                state = (await client.read_flow_run(run.id)).state
+                if state.type == StateType.CRASHED:
+                    break
+                await asyncio.sleep(2)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await client.delete_automation(automation_id)
+    assert state is not None and state.type == StateType.CRASHED, state
+    assert "no heartbeat" in (state.message or "")
