@@ -17,9 +17,9 @@
   finish within ``PERPFLOW_HEALTH_HEARTBEAT_STALE_SECONDS`` is set Crashed, which the failed-run
   alert then reports.
 
-The others send a notification through the block ``PERPFLOW_ALERT_BLOCK`` (``type-slug/name``; default
-``custom-webhook/perpflow-alerts``, created from ``PERPFLOW_ALERT_WEBHOOK_URL`` when it does not
-exist yet). Running it again updates the same automations; it never duplicates them.
+The others send a notification through the block ``PERPFLOW_ALERT_BLOCK`` (``type-slug/name``;
+default ``custom-webhook/perpflow-alerts``, created from ``PERPFLOW_ALERT_WEBHOOK_URL`` when it
+does not exist yet). Running it again updates the same automations; it never duplicates them.
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ CIRCUIT_BODY = (
 )
 
 
-def stalled_runs_crashed(stale_seconds: float, flows: tuple[str, ...] = PROJECT_FLOWS) -> AutomationCore:
+def stalled_runs_crashed(
+    stale_seconds: float, flows: tuple[str, ...] = PROJECT_FLOWS
+) -> AutomationCore:
     """The automation that sets Crashed a run of ``flows`` whose last heartbeat is older than
     ``stale_seconds`` (a proactive trigger per flow run: after a heartbeat, expecting another
     heartbeat or a final state within ``stale_seconds``)."""

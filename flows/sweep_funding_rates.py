@@ -190,8 +190,9 @@ async def sweep_funding_rates(
     check-data-quality), marking each filled or unfillable (``sweep-funding-rates-gaps`` table
     artifact; a warning per unfillable gap). Backfills show the ``sweep-funding-rates-backfill``
     progress artifact: per venue, symbol windows finished and failed, and how the venue's step
-    ended (``failed: ...`` for a failed venue, never "done"). Parameters as for collect-tickers. Returns the ledger dicts; publishes the
-    ``sweep-funding-rates-ledger`` table artifact; raises ``VenueStepsFailed`` when a step failed.
+    ended (``failed: ...`` for a failed venue, never "done"). Parameters as for collect-tickers.
+    Returns the ledger dicts; publishes the ``sweep-funding-rates-ledger`` table artifact; raises
+    ``VenueStepsFailed`` when a step failed.
     """
     ctx = await resolve_run(exchanges, database)
     progress = VenueProgress(

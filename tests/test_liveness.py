@@ -85,6 +85,10 @@ async def mute_server(handshake: bool):
         server.close()
 
 
+def _url(port: int) -> str:
+    return f"postgresql+asyncpg://collector:{PASSWORD}@127.0.0.1:{port}/market"
+
+
 async def _first_statement(url: str) -> None:
     engine = create_engine(url)
     try:
@@ -99,7 +103,7 @@ async def test_a_database_that_never_answers_the_connect_fails_fast_naming_the_h
     async with mute_server(handshake=False) as port:
         started = time.monotonic()
         with pytest.raises(DatabaseTimeout) as caught:
-            await _first_statement(f"postgresql+asyncpg://collector:{PASSWORD}@127.0.0.1:{port}/market")
+            await _first_statement(_url(port))
         took = time.monotonic() - started
     assert took < 5
     message = str(caught.value)
@@ -113,7 +117,7 @@ async def test_a_database_that_stops_answering_statements_fails_fast(monkeypatch
     async with mute_server(handshake=True) as port:
         started = time.monotonic()
         with pytest.raises(DatabaseTimeout) as caught:
-            await _first_statement(f"postgresql+asyncpg://collector:{PASSWORD}@127.0.0.1:{port}/market")
+            await _first_statement(_url(port))
         took = time.monotonic() - started
     assert took < 15
     message = str(caught.value)
