@@ -7,11 +7,19 @@
 - ``perpflow: collect-tickers overdue`` / ``perpflow: sweep-funding-rates overdue`` - proactive:
   no run of that flow completed within ``PERPFLOW_ALERT_STALE_MINUTES``;
 - ``perpflow: health changed`` - report-health emitted ``perpflow.health.degraded`` or
-  ``perpflow.health.recovered``.
+  ``perpflow.health.recovered``;
+- ``perpflow: venue circuit`` - a venue's circuit breaker opened (``perpflow.venue.circuit_opened``:
+  the venue is down and skipped) or closed (``perpflow.venue.circuit_closed``: it answers again):
+  one alert per outage and one per recovery, while the runs in between complete;
+- ``perpflow: stalled run crashed`` - proactive, no notification of its own: a run of the
+  project's flows that sent no Prefect flow-run heartbeat (``prefect.flow-run.heartbeat``, sent
+  every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds by the process running it) and did not
+  finish within ``PERPFLOW_HEALTH_HEARTBEAT_STALE_SECONDS`` is set Crashed, which the failed-run
+  alert then reports.
 
-Each sends a notification through the block ``PERPFLOW_ALERT_BLOCK`` (``type-slug/name``; default
-``custom-webhook/perpflow-alerts``, created from ``PERPFLOW_ALERT_WEBHOOK_URL`` when it does not
-exist yet). Running it again updates the same automations; it never duplicates them.
+The others send a notification through the block ``PERPFLOW_ALERT_BLOCK`` (``type-slug/name``;
+default ``custom-webhook/perpflow-alerts``, created from ``PERPFLOW_ALERT_WEBHOOK_URL`` when it
+does not exist yet). Running it again updates the same automations; it never duplicates them.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from prefect.automations import AutomationCore, EventTrigger, Posture
 from prefect.blocks.core import Block
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
-from prefect.events.actions import SendNotification
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from pydantic import SecretStr
 
 from perpflow.settings import load_settings
@@ -40,6 +49,10 @@ PROJECT_FLOWS = (
 )
 COLLECTORS = ("collect-tickers", "sweep-funding-rates")
 HEALTH_EVENTS = {"perpflow.health.degraded", "perpflow.health.recovered"}
+CIRCUIT_EVENTS = {"perpflow.venue.circuit_opened", "perpflow.venue.circuit_closed"}
+HEARTBEAT = "prefect.flow-run.heartbeat"
+FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled",
+                                                         "Crashed")}
 DEFAULT_WEBHOOK_SLUG = CustomWebhookNotificationBlock.get_block_type_slug()
 
 FAILED_BODY = (
@@ -83,10 +96,55 @@ async def notification_block_id(reference: str, webhook_url: SecretStr | None = 
     return block._block_document_id
 
 
+CIRCUIT_BODY = (
+    "{{ event.payload.exchange }}: {% if event.event.endswith('opened') %}circuit opened after "
+    "{{ event.payload.failures }} consecutive failed steps; the venue is skipped (ledger status "
+    "circuit_open) and probed every {{ event.payload.cooldown_seconds }} s. Last error: "
+    "{{ event.payload.error }}{% else %}circuit closed: the venue answers again after "
+    "{{ event.payload.down_seconds|int }} s down (since {{ event.payload.down_since }})."
+    "{% endif %}"
+)
+
+
+def stalled_runs_crashed(
+    stale_seconds: float, flows: tuple[str, ...] = PROJECT_FLOWS
+) -> AutomationCore:
+    """The automation that sets Crashed a run of ``flows`` whose last heartbeat is older than
+    ``stale_seconds`` (a proactive trigger per flow run: after a heartbeat, expecting another
+    heartbeat or a final state within ``stale_seconds``)."""
+    return AutomationCore(
+        name="perpflow: stalled run crashed",
+        description=f"A flow run sent no heartbeat for {stale_seconds:g} s and did not finish: "
+        "its process died (killed, out of memory, machine lost).",
+        trigger=EventTrigger(
+            after={HEARTBEAT},
+            expect={HEARTBEAT, *FINAL_EVENTS},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(flows)},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=stale_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                name="Crashed",
+                message=f"no heartbeat for {stale_seconds:g} s: the process running this flow "
+                "run stopped (marked by the automation 'perpflow: stalled run crashed')",
+            )
+        ],
+    )
+
+
 def automations(
-    block_id: UUID, stale_minutes: int, flows: tuple[str, ...] = PROJECT_FLOWS
+    block_id: UUID,
+    stale_minutes: int,
+    flows: tuple[str, ...] = PROJECT_FLOWS,
+    heartbeat_stale_seconds: float = 600.0,
 ) -> list[AutomationCore]:
-    """The project's automations (unsaved), each notifying through ``block_id``."""
+    """The project's automations (unsaved): alerts notifying through ``block_id``, and the one
+    that sets Crashed the runs without a heartbeat for ``heartbeat_stale_seconds``."""
 
     def notify(subject: str, body: str) -> list[SendNotification]:
         return [SendNotification(block_document_id=block_id, subject=subject, body=body)]
@@ -132,7 +190,20 @@ def automations(
         ),
         actions=notify("{{ event.event }}: {{ event.payload.status }}", HEALTH_BODY),
     )
-    return [failed, *overdue, health]
+    circuit = AutomationCore(
+        name="perpflow: venue circuit",
+        description="A venue's circuit breaker opened (venue down, skipped) or closed (it "
+        "answers again).",
+        trigger=EventTrigger(
+            expect=CIRCUIT_EVENTS,
+            match={"prefect.resource.id": "perpflow.venue.*"},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=notify("perpflow: {{ event.payload.exchange }} {{ event.event }}", CIRCUIT_BODY),
+    )
+    stalled = stalled_runs_crashed(heartbeat_stale_seconds, flows)
+    return [failed, *overdue, health, circuit, stalled]
 
 
 async def ensure_automations(
@@ -153,7 +224,12 @@ async def ensure_automations(
     )
     ids = {}
     async with get_client() as client:
-        for automation in automations(block_id, stale_minutes or settings.alert_stale_minutes):
+        made = automations(
+            block_id,
+            stale_minutes or settings.alert_stale_minutes,
+            heartbeat_stale_seconds=settings.health_heartbeat_stale_seconds,
+        )
+        for automation in made:
             existing = await client.read_automations_by_name(automation.name)
             if existing:
                 await client.update_automation(existing[0].id, automation)

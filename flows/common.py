@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from prefect.artifacts import acreate_table_artifact
+from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
@@ -34,11 +35,12 @@ from pydantic import SecretStr
 from sqlalchemy import Table
 
 from blocks import ExchangeBlock, MarketDatabase
+from perpflow import circuit
 from perpflow.exchanges import offline_profile, unmatched_patterns
 from perpflow.normalize import Batch, instrument_rows
 from perpflow.scope import borrow
 from perpflow.settings import ExchangeConfig, Settings, check_database_url, load_settings
-from perpflow.store import LedgerEntry
+from perpflow.store import LedgerEntry, run_engine
 from tasks.exchange import budgeted, load_markets, retrying
 from tasks.store import record_failure, store_batch, upsert_instruments
 
@@ -195,6 +197,9 @@ async def run_step(
     symbols) counted as failed; a step where only some symbols failed ``partial`` (their errors
     in ``failed_symbols``), or ``failed`` when every symbol did.
     """
+    fetch, skipped = await circuit_gate(ctx, venue, table, fetch)
+    if skipped is not None:
+        return skipped
     dataset = table.name
     if not venue.wants(dataset):
         return None
@@ -225,6 +230,119 @@ async def run_step(
         entry = LedgerEntry(ctx.run_id, venue.label, dataset, "failed", started,
                             datetime.now(UTC), None, f"{type(exc).__name__}: {exc}", attempts)
         return await _record(ctx, entry, len(ctx.markets.get(venue.label, {})))
+
+
+# -- per-venue circuit breaker (perpflow.circuit) ----------------------------------------------
+CIRCUIT_OPENED = "perpflow.venue.circuit_opened"
+CIRCUIT_CLOSED = "perpflow.venue.circuit_closed"
+Fetch = Callable[[], Awaitable[tuple[Batch, float]]]
+
+
+def _breaker(settings: Settings) -> circuit.Breaker:
+    return circuit.Breaker(settings.circuit_failures, settings.circuit_cooldown_seconds)
+
+
+async def circuit_gate(
+    ctx: RunContext, venue: ExchangeConfig, table: Table, fetch: Fetch
+) -> tuple[Fetch, dict[str, Any] | None]:
+    """The venue's circuit breaker around one step (called first by ``run_step``).
+
+    Returns ``(fetch, None)`` when the venue may be called (closed, or this caller probes a
+    half-open circuit): the returned ``fetch`` records its outcome in ``venue_circuits`` (a
+    failure: it raised after its retries, or every symbol failed; ``EmptySelection`` counts as
+    an answer) and emits ``perpflow.venue.circuit_opened`` / ``circuit_closed`` on the
+    transitions this caller made. Returns ``(fetch, ledger figures)`` when the circuit is open:
+    no request is made and the step's ledger row has status ``circuit_open`` (``requested`` =
+    the venue's known active instruments, all ``failed``). Datasets the venue does not want or
+    cannot serve pass through untouched. When the circuit state cannot be read (database
+    trouble) the venue is called, with a warning."""
+    dataset = table.name
+    if not venue.wants(dataset) or not offline_profile(venue).plans[dataset].supported:
+        return fetch, None
+    started = datetime.now(UTC)
+    try:
+        async with run_engine(ctx.database_url.get_secret_value()) as engine:
+            decision = await circuit.admit(engine, venue.label, _breaker(ctx.settings), started)
+            if decision == circuit.SKIP:
+                return fetch, await _skip_open(ctx, engine, venue, dataset, started)
+    except Exception as exc:  # noqa: BLE001 - the breaker never stops a venue from being called
+        get_run_logger().warning("%s: circuit state unavailable (%s); calling the venue",
+                                 venue.label, type(exc).__name__)
+        return fetch, None
+    if decision == circuit.PROBE:
+        get_run_logger().info("%s: circuit half-open, probing with %s", venue.label, dataset)
+
+    async def guarded() -> tuple[Batch, float]:
+        try:
+            batch, latency = await fetch()
+        except EmptySelection:
+            await _circuit_outcome(ctx, venue, None)
+            raise
+        except Exception as exc:
+            await _circuit_outcome(ctx, venue, f"{type(exc).__name__}: {exc}")
+            raise
+        down = bool(batch.failed) and not batch.received
+        error = f"every symbol failed, e.g. {next(iter(batch.failed.values()))}" if down else None
+        await _circuit_outcome(ctx, venue, error)
+        return batch, latency
+
+    return guarded, None
+
+
+async def _skip_open(
+    ctx: RunContext, engine, venue: ExchangeConfig, dataset: str, started: datetime
+) -> dict[str, Any]:
+    state = await circuit.read_circuit(engine, venue.label)
+    due = state.probe_due(_breaker(ctx.settings), started)
+    note = (f"venue down: circuit {state.state} since {_iso(state.down_since)} after "
+            f"{ctx.settings.circuit_failures} consecutive failed steps; next probe from "
+            f"{_iso(due)}; last error: {state.last_error}")
+    entry = LedgerEntry(ctx.run_id, venue.label, dataset, circuit.CIRCUIT_OPEN, started,
+                        datetime.now(UTC), None, note, 0)
+    counts = await circuit.record_skipped(engine, entry)
+    get_run_logger().warning("%s %s skipped: %s", venue.label, dataset, note)
+    return _outcome(entry, counts.__dict__)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+async def _circuit_outcome(ctx: RunContext, venue: ExchangeConfig, error: str | None) -> None:
+    """Record a step's outcome for the venue's circuit (``error`` None: success) and emit the
+    event of a transition this call made; a database error here is logged, never raised."""
+    now = datetime.now(UTC)
+    breaker = _breaker(ctx.settings)
+    try:
+        async with run_engine(ctx.database_url.get_secret_value()) as engine:
+            if error is None:
+                was = await circuit.note_success(engine, venue.label, now)
+            else:
+                was = await circuit.note_failure(engine, venue.label, breaker, now, error)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping must not fail the step
+        get_run_logger().warning("%s: circuit state not recorded (%s)", venue.label,
+                                 type(exc).__name__)
+        return
+    if was is None:
+        return
+    if error is None:
+        down = (now - was.down_since).total_seconds() if was.down_since else None
+        event, payload = CIRCUIT_CLOSED, {"down_since": _iso(was.down_since), "down_seconds": down}
+        get_run_logger().warning("%s: circuit closed, venue answers again", venue.label)
+    else:
+        event = CIRCUIT_OPENED
+        payload = {"failures": was.failures, "cooldown_seconds": breaker.cooldown_s,
+                   "error": error}
+        get_run_logger().error("%s: circuit opened after %d consecutive failed steps: %s",
+                               venue.label, was.failures, error)
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"perpflow.venue.{venue.label}",
+                  "prefect.resource.name": venue.label, "perpflow.exchange": venue.label},
+        related=[{"prefect.resource.id": f"prefect.flow-run.{ctx.run_id}",
+                  "prefect.resource.role": "flow-run"}],
+        payload={"exchange": venue.label, **payload},
+    )
 
 
 def _status(batch: Batch) -> str:

@@ -25,6 +25,7 @@ from tasks.health import (
     probe_ledger,
     probe_system,
     read_run_history,
+    read_running_runs,
 )
 from tasks.store import previous_health_status, write_health_snapshot
 
@@ -59,7 +60,9 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
     the database (round trip, sizes per table and index; on PostgreSQL sessions, cache hit
     ratio, long queries, lock waits), freshness per (venue, dataset), the collection ledger per
     venue (last hour and day; rows unaccounted for must be 0) and the Prefect run history of the
-    last 24 h per deployment/flow (runs, failure rate, late runs, duration p50/p95); classify each
+    last 24 h per deployment/flow (runs, failure rate, late runs, duration p50/p95), the liveness of
+    running flow runs (CRIT: no heartbeat for ``PERPFLOW_HEALTH_HEARTBEAT_STALE_SECONDS``; WARN: no
+    task-run progress for ``PERPFLOW_HEALTH_PROGRESS_STALE_SECONDS``); classify each
     OK/WARN/CRIT against the ``PERPFLOW_HEALTH_*`` thresholds.
 
     ``database``: name of a ``perpflow-market-database`` block (default:
@@ -91,6 +94,7 @@ async def report_health(database: str | None = None) -> dict[str, Any]:
         checks += health.run_history_checks(
             await read_run_history(now - timedelta(days=1), settings.health_late_seconds), settings
         )
+        checks += health.liveness_checks(await read_running_runs(), settings, now)
         status = health.worst(checks)
         remembered = status_variable(url.get_secret_value())
         previous = await Variable.aget(remembered)

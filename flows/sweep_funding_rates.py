@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from prefect import flow, tags
@@ -14,14 +15,14 @@ from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
 from flows.common import RunContext, publish_ledger, resolve_run, run_step, venue_markets
-from flows.progress import Progress
+from flows.progress import VenueProgress, step_outcome
 from perpflow.backfill import gap_requests, plan_history
 from perpflow.exchanges import now_ms
 from perpflow.intervals import VENUE, Observation
 from perpflow.scope import RunScope
 from perpflow.settings import ExchangeConfig
 from perpflow.store import funding_history, funding_rates
-from tasks.exchange import fetch_funding_history, fetch_funding_rates
+from tasks.exchange import fetch_funding_history, fetch_funding_rates, reporting_windows
 from tasks.history import (
     funding_timelines,
     history_watermarks,
@@ -33,6 +34,7 @@ from tasks.store import open_funding_gaps, prepare_database, resolve_funding_gap
 
 DAY_MS = 86_400_000
 GAPS_KEY = "sweep-funding-rates-gaps"
+BACKFILL_KEY = "sweep-funding-rates-backfill"
 INTERVALS_KEY = "sweep-funding-rates-intervals"
 INTERVAL_CHANGED = "perpflow.funding.interval_changed"
 
@@ -53,7 +55,7 @@ def stated_intervals(rows: list[dict[str, Any]]) -> dict[str, list[Observation]]
 async def _venue(
     ctx: RunContext,
     venue: ExchangeConfig,
-    progress: Progress,
+    progress: VenueProgress,
     resolved: list[dict[str, Any]],
     changes: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
@@ -81,18 +83,18 @@ async def _venue(
         loaded["backfill"] = bool(loaded["gaps"]) or any(
             r.until_ms - r.since_ms > DAY_MS for r in plan
         )
-        if loaded["backfill"]:
-            await progress.show(f"{venue.label}: {len(plan)} symbol window(s)")
+        await progress.plan(venue.label, len(plan), show=loaded["backfill"])
         timelines = await funding_timelines(ctx.database_url, venue.label)
         fetch_task = ctx.exchange_task(fetch_funding_history, venue, 3 * len(plan))
-        batch, latency, loaded["coverage"], loaded["inferred"] = await fetch_task(
-            venue,
-            quote(markets),
-            quote(plan),
-            settings.max_abs_funding_rate,
-            ctx.run_id,
-            quote(timelines),
-        )
+        with reporting_windows(partial(progress.window, venue.label)):
+            batch, latency, loaded["coverage"], loaded["inferred"] = await fetch_task(
+                venue,
+                quote(markets),
+                quote(plan),
+                settings.max_abs_funding_rate,
+                ctx.run_id,
+                quote(timelines),
+            )
         return batch, latency
 
     url = ctx.database_url
@@ -113,7 +115,7 @@ async def _venue(
             resolved += await resolve_funding_gaps(
                 ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
             )
-    await progress.advance(1, f"{venue.label} done")
+    await progress.finish(venue.label, step_outcome(realized))
     return [outcome for outcome in (current, realized) if outcome is not None]
 
 
@@ -187,12 +189,14 @@ async def sweep_funding_rates(
     table artifact. It also refetches the windows of open funding-history gaps (recorded by
     check-data-quality), marking each filled or unfillable (``sweep-funding-rates-gaps`` table
     artifact; a warning per unfillable gap). Backfills show the ``sweep-funding-rates-backfill``
-    progress artifact. Parameters as for collect-tickers. Returns the ledger dicts; publishes the
-    ``sweep-funding-rates-ledger`` table artifact; raises ``VenueStepsFailed`` when a step failed.
+    progress artifact: per venue, symbol windows finished and failed, and how the venue's step
+    ended (``failed: ...`` for a failed venue, never "done"). Parameters as for collect-tickers.
+    Returns the ledger dicts; publishes the ``sweep-funding-rates-ledger`` table artifact; raises
+    ``VenueStepsFailed`` when a step failed.
     """
     ctx = await resolve_run(exchanges, database)
-    progress = Progress(
-        "sweep-funding-rates-backfill", len(ctx.venues), "funding-history backfill, venues done"
+    progress = VenueProgress(
+        BACKFILL_KEY, [venue.label for venue in ctx.venues], "funding-history backfill"
     )
     resolved: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []

@@ -431,6 +431,51 @@ def run_history_checks(records: list[RunRecord], s: Settings) -> list[Check]:
     return checks
 
 
+@dataclass(frozen=True)
+class RunningRun:
+    """A flow run in the RUNNING state as the liveness check needs it: ``name`` (deployment,
+    else flow), ``run_name``, ``run_id``, ``started`` (UTC), ``last_heartbeat`` (its newest
+    ``prefect.flow-run.heartbeat`` event; None: none seen) and ``last_progress`` (its newest
+    task-run state change; None: no task run yet)."""
+
+    name: str
+    run_name: str
+    run_id: str
+    started: datetime
+    last_heartbeat: datetime | None
+    last_progress: datetime | None
+
+
+def liveness_checks(runs: list[RunningRun], s: Settings, now: datetime) -> list[Check]:
+    """One ``liveness`` check over the running flow runs, and one per stalled run:
+    ``liveness.<name>.<run_name>`` ``CRIT`` when its newest heartbeat (else its start) is older
+    than ``health_heartbeat_stale_seconds`` (its process is probably dead: the automation
+    'perpflow: stalled run crashed' sets such runs Crashed), ``WARN`` when no task run changed
+    state for ``health_progress_stale_seconds`` (alive but making no progress). Values are ages
+    in seconds."""
+    checks = []
+    for run in runs:
+        silent = (now - (run.last_heartbeat or run.started)).total_seconds()
+        idle = (now - max(filter(None, (run.last_progress, run.started)))).total_seconds()
+        name = f"liveness.{run.name}.{run.run_name}"
+        if silent > s.health_heartbeat_stale_seconds:
+            checks.append(Check(name, CRIT, round(silent, 1), "s",
+                                f"run {run.run_id} RUNNING without a heartbeat for "
+                                f"{_seconds(silent)} (last: {_iso(run.last_heartbeat)})"))
+        elif idle > s.health_progress_stale_seconds:
+            checks.append(Check(name, WARN, round(idle, 1), "s",
+                                f"run {run.run_id} RUNNING, heartbeating, but no task run "
+                                f"changed state for {_seconds(idle)}"))
+    summary = (f"{len(runs)} running flow run(s), {len(checks)} stalled"
+               if runs else "no running flow run")
+    return [Check("liveness", worst(checks) if checks else OK, len(checks), "count", summary),
+            *checks]
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "never"
+
+
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} s"
 

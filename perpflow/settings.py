@@ -347,6 +347,27 @@ class Settings(BaseSettings):
         """The configured venues with ``enabled=True``, in order."""
         return [venue for venue in self.exchanges if venue.enabled]
 
+    # Liveness: per-venue circuit breaker (perpflow.circuit), database timeouts, stalled runs.
+    circuit_failures: int = Field(
+        3, ge=1, description="consecutive failed steps of a venue that open its circuit"
+    )
+    circuit_cooldown_seconds: float = Field(
+        300.0, gt=0, description="an open circuit skips its venue this long before a probe"
+    )
+    database_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest wait to open a database connection"
+    )
+    database_statement_timeout_seconds: float = Field(
+        300.0, gt=0, description="longest run of one database statement (maintenance has its own)"
+    )
+    health_heartbeat_stale_seconds: float = Field(
+        600.0, gt=0, description="a RUNNING flow run without a heartbeat for this long is flagged"
+    )
+    health_progress_stale_seconds: float = Field(
+        1800.0, gt=0, description="a RUNNING flow run with no task-run change for this long is "
+        "flagged as making no progress"
+    )
+
 
 class ConfigError(ValueError):
     """Invalid configuration: one line per bad field, each naming the field; the value given is

@@ -45,6 +45,8 @@ GRANT SELECT, INSERT, UPDATE ON instruments, collection_ledger TO :"collector";
 GRANT SELECT, INSERT, UPDATE ON funding_gaps TO :"collector";
 -- the sweep rewrites an instrument's coverage and interval timeline (bookkeeping, not market data)
 GRANT SELECT, INSERT, DELETE ON funding_coverage, funding_intervals TO :"collector";
+-- each collection step reads and moves its venue's circuit breaker (perpflow.circuit)
+GRANT SELECT, INSERT, UPDATE ON venue_circuits TO :"collector";
 GRANT SELECT ON alembic_version TO :"collector";
 GRANT USAGE ON SEQUENCE quarantine_id_seq TO :"collector";
 

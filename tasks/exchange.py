@@ -16,18 +16,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
-from prefect.concurrency.asyncio import rate_limit
-from prefect.exceptions import ObjectNotFound
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, rate_limit
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.tasks import exponential_backoff
 
 from perpflow import exchanges, history, normalize, snapshots
@@ -65,19 +67,67 @@ def rate_limit_name(label: str) -> str:
     return f"exchange-requests:{label}"
 
 
+# What taking a slot raises when the Prefect API fails (after the client's own retries): an HTTP
+# error status (e.g. 503), a transport error, or the concurrency service's wrapper of either.
+SLOT_ERRORS = (ConcurrencySlotAcquisitionError, httpx.HTTPError, PrefectHTTPStatusError)
+
+
+def _slot_taker(venue: ExchangeConfig, name: str) -> Callable[[], Awaitable[None]]:
+    """The request hook taking one slot of rate limit ``name``; a Prefect API failure is raised
+    as ``exchanges.TransientExchangeError`` (call ``rate_limit``), so the step is retried with
+    the venue's retry policy like a transient venue error."""
+
+    async def take_slot() -> None:
+        try:
+            await rate_limit(name)
+        except SLOT_ERRORS as exc:
+            raise exchanges.TransientExchangeError(venue.label, "rate_limit", exc) from exc
+
+    return take_slot
+
+
 @asynccontextmanager
 async def venue_rate_limit(venue: ExchangeConfig) -> AsyncIterator[None]:
     """Within the block, each request to ``venue`` first takes one slot of its global rate limit
-    (``prefect.concurrency.asyncio.rate_limit``), when that limit exists on the Prefect server."""
+    (``prefect.concurrency.asyncio.rate_limit``), when that limit exists on the Prefect server.
+    A Prefect API error while looking the limit up or taking a slot raises
+    ``exchanges.TransientExchangeError`` (retried like a transient venue error)."""
     name = rate_limit_name(venue.label)
-    async with get_client() as client:
-        try:
+    try:
+        async with get_client() as client:
             await client.read_global_concurrency_limit_by_name(name)
-            hook = partial(rate_limit, name)
-        except ObjectNotFound:
-            hook = None
+        hook = _slot_taker(venue, name)
+    except ObjectNotFound:
+        hook = None
+    except SLOT_ERRORS as exc:
+        raise exchanges.TransientExchangeError(venue.label, "rate_limit", exc) from exc
     with exchanges.before_each_request(hook):
         yield
+
+
+WindowDone = Callable[[HistoryRequest, history.FundingHistory], Awaitable[None]]
+_window_done: ContextVar[WindowDone | None] = ContextVar("perpflow_window_done", default=None)
+
+
+@contextmanager
+def reporting_windows(callback: WindowDone) -> Iterator[None]:
+    """Within the block, ``fetch_funding_history`` awaits ``callback(request, result)`` as each
+    symbol window finishes (fetched or failed), when it runs in this process (on Dask it does
+    not report). A callback error is ignored: progress never fails a fetch."""
+    token = _window_done.set(callback)
+    try:
+        yield
+    finally:
+        _window_done.reset(token)
+
+
+async def _window_finished(request: HistoryRequest, result: history.FundingHistory) -> None:
+    callback = _window_done.get()
+    if callback is not None:
+        try:
+            await callback(request, result)
+        except Exception:  # noqa: BLE001, S110 - progress is informative only
+            pass
 
 
 LIVE_FETCH: dict[str, Any] = {"cache_policy": NO_CACHE, "timeout_seconds": 120, **RETRY_POLICY}
@@ -242,7 +292,7 @@ async def fetch_funding_history(
     async def one(request: HistoryRequest) -> history.FundingHistory:
         async with gate:
             try:
-                return await history.fetch_funding_history(
+                result = await history.fetch_funding_history(
                     venue,
                     markets,
                     request.symbol,
@@ -251,9 +301,11 @@ async def fetch_funding_history(
                     request.anchor_ms,
                 )
             except Exception as exc:  # noqa: BLE001 - one symbol's trouble stays that symbol's
-                return history.failed_history(
+                result = history.failed_history(
                     request.symbol, request.since_ms, request.until_ms, exc
                 )
+        await _window_finished(request, result)
+        return result
 
     async with honouring_retry_after(), venue_rate_limit(venue):
         results = await asyncio.gather(*(one(request) for request in plan))

@@ -10,9 +10,22 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import FlowRunSort
+from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
@@ -107,3 +120,53 @@ async def read_run_history(since: datetime, late_seconds: float) -> list[health.
         d.id: f"{flow_names.get(d.flow_id, d.flow_id)}/{d.name}" for d in deployments
     }
     return [_record(run, names, timedelta(seconds=late_seconds)) for run in runs]
+
+
+HEARTBEAT = "prefect.flow-run.heartbeat"
+
+
+async def _last_heartbeat(client, run: FlowRun) -> datetime | None:
+    since = run.start_time or run.expected_start_time or datetime.now(UTC) - timedelta(days=1)
+    page = await client.read_events(
+        filter=EventFilter(
+            event=EventNameFilter(name=[HEARTBEAT]),
+            occurred=EventOccurredFilter(since=since),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+            order="DESC",
+        ),
+        limit=1,
+    )
+    return page.events[0].occurred if page.events else None
+
+
+async def _last_progress(client, run: FlowRun) -> datetime | None:
+    runs = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+        sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+        limit=PAGE,
+    )
+    moments = [t.state.timestamp for t in runs if t.state and t.state.timestamp]
+    return max(moments, default=None)
+
+
+@task(name="read-running-runs", cache_policy=NO_CACHE, timeout_seconds=120, retries=2,
+      retry_delay_seconds=5)
+async def read_running_runs() -> list[health.RunningRun]:
+    """Every flow run in the RUNNING state (Prefect API, at most ``PAGE``) with its newest
+    heartbeat (``prefect.flow-run.heartbeat`` event) and newest task-run state change."""
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+            limit=PAGE,
+        )
+        flows = {i: (await client.read_flow(i)).name for i in {run.flow_id for run in runs}}
+        found = []
+        for run in runs:
+            started = run.start_time or run.expected_start_time or datetime.now(UTC)
+            found.append(health.RunningRun(
+                flows.get(run.flow_id, str(run.flow_id)), run.name, str(run.id), started,
+                await _last_heartbeat(client, run), await _last_progress(client, run),
+            ))
+    return found

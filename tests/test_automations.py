@@ -19,7 +19,11 @@ NAMES = {
     "perpflow: collect-tickers overdue",
     "perpflow: sweep-funding-rates overdue",
     "perpflow: health changed",
+    "perpflow: venue circuit",
+    "perpflow: stalled run crashed",
 }
+# Automations that act rather than notify.
+ACTING = {"perpflow: stalled run crashed"}
 
 
 async def _project_automations():
@@ -57,7 +61,8 @@ async def test_setup_twice_creates_each_automation_once(monkeypatch, removed_aft
     for automation in found:
         assert automation.enabled
         (action,) = automation.actions
-        assert action.block_document_id == block._block_document_id
+        if automation.name not in ACTING:
+            assert action.block_document_id == block._block_document_id
     failed = by_name["perpflow: flow run failed"].trigger
     assert failed.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     assert "collect-tickers" in failed.match_related["prefect.resource.name"]
@@ -69,6 +74,10 @@ async def test_setup_twice_creates_each_automation_once(monkeypatch, removed_aft
     )
     health = by_name["perpflow: health changed"].trigger
     assert health.expect == {"perpflow.health.degraded", "perpflow.health.recovered"}
+    circuit = by_name["perpflow: venue circuit"].trigger
+    assert circuit.expect == {"perpflow.venue.circuit_opened", "perpflow.venue.circuit_closed"}
+    stalled = by_name["perpflow: stalled run crashed"]
+    assert stalled.trigger.posture == "Proactive" and stalled.actions[0].type == "change-flow-run-state"
 
 
 def test_a_missing_block_is_named(monkeypatch, capsys):

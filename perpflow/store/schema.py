@@ -447,3 +447,22 @@ completeness = Table(
     _ts("certified_at", nullable=False),
     Column("run_id", String(64)),
 )
+
+
+# -- per-venue circuit breaker (perpflow.circuit) ------------------------------------------------
+# One row per venue label: closed | open | half_open; failures counts consecutive failed steps
+# while closed; down_since is when the outage began (kept across re-opens), opened_at the start of
+# the current cool-down, probe_at when the current half-open probe was claimed.
+venue_circuits = Table(
+    "venue_circuits",
+    metadata,
+    Column("exchange", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    _ts("down_since"),
+    _ts("opened_at"),
+    _ts("probe_at"),
+    Column("last_error", Text),
+    _ts("updated_at", nullable=False),
+    CheckConstraint("state IN ('closed', 'open', 'half_open')", name="venue_circuits_state_check"),
+)

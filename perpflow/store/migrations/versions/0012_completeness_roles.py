@@ -10,7 +10,7 @@ yesterday's still goes in).
 Downgrade: the table is dropped and the function is restored as revision 0002 made it.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-11-25
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
