@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,10 @@ class Batch:
     ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``;
     ``failed``: ``{symbol: error}`` for the requested symbols the venue could not be asked for or
     did not answer (a per-symbol call that failed), so that the ledger can account for them;
-    ``attempts``: runs of the fetch task that produced it (1 + retries used).
+    ``attempts``: runs of the fetch task that produced it (1 + retries used); ``batch_id``: this
+    batch's identity (a random hex UUID made with it, kept through retries of its store, which is
+    how a store retried after a commit whose acknowledgement was lost recognises its own ledger
+    row).
     """
 
     exchange: str
@@ -39,6 +43,7 @@ class Batch:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     attempts: int = 1
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def received(self) -> int:
