@@ -250,11 +250,12 @@ ERROR_CHARS = 2000
 def describe(exc: BaseException) -> str:
     """A readable one-line cause of ``exc`` for the ledger and the log: ``'Class: message'``
     (``'Class (no message)'`` for an exception without one, such as a bare ``TimeoutError()``),
-    followed by its cause's when it was raised from another, at most ``ERROR_CHARS`` long."""
+    followed by its cause's when it was raised from another, at most ``ERROR_CHARS`` long (NUL
+    bytes written ``\\u0000``: the text goes to the ledger, the log and the run's state)."""
     parts = []
     seen: BaseException | None = exc
     while seen is not None and len(parts) < 3:
-        message = " ".join(str(seen).split())
+        message = " ".join(str(seen).replace("\x00", "\\u0000").split())
         parts.append(f"{type(seen).__name__}: {message}" if message
                      else f"{type(seen).__name__} (no message)")
         seen = seen.__cause__
