@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import pytest
 
+import asyncio
+import threading
+
 from flows.collect_tickers import collect_tickers
 from flows.common import VenueStepsFailed, describe
-from perpflow import store
+from perpflow import snapshots, store
 from perpflow.emulator import EmulatorServer, GeneratedVenue
 from perpflow.emulator.formats.base import TickerTamper
 from perpflow.store import collection_ledger, quarantine, tickers
 from tests.artifacts import run_artifacts, table
 from tests.test_flows import (
+    _task_runs,
     FROZEN_MS,
     VENUES,
     assert_ledger_balanced,
@@ -43,21 +47,39 @@ async def test_a_store_failure_with_the_ledger_down_too_leaves_the_other_venues_
     database_url, monkeypatch
 ):
     """okx's store fails past its retries and so does its ledger row (the database gone for it),
-    while the two other venues are still fetching (slow answers): today the exception left
-    ``run_step``, ended the gather and closed their clients mid-fetch."""
+    while the two other venues are still fetching (held until okx has given up): before, the
+    exception left ``run_step``, ended the gather and closed their clients mid-fetch."""
     venues = [GeneratedVenue(name, symbols=20, now_ms=lambda: FROZEN_MS) for name in VENUES]
     down = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    gave_up = threading.Event()
+    attempts = []
+
+    async def ledger_down(engine, entry, requested):
+        if entry.exchange != "okx":
+            return await real_record(engine, entry, requested)
+        attempts.append(entry)
+        if len(attempts) == 3:  # the record-failure task's last retry
+            gave_up.set()
+        raise down
+
+    async def held_fetch(venue, *args, **kwargs):
+        if venue.label != "okx":
+            assert await asyncio.to_thread(gave_up.wait, 60)
+            await asyncio.sleep(0.5)  # okx's step has returned by now
+        return await real_fetch(venue, *args, **kwargs)
+
+    real_record, real_fetch = store.record_failure, snapshots.fetch_snapshots
     monkeypatch.setattr(store, "store_batch", _failing_for("okx", store.store_batch, down))
-    monkeypatch.setattr(store, "record_failure", _failing_for("okx", store.record_failure, down))
+    monkeypatch.setattr(store, "record_failure", ledger_down)
+    monkeypatch.setattr(snapshots, "fetch_snapshots", held_fetch)
     with EmulatorServer(venues).running_in_thread() as server:
         configure(monkeypatch, database_url, server, VENUES)
-        for slow in ("binanceusdm", "bybit"):
-            server.set_latency(1500, slow)
         state = await collect_tickers(return_state=True)
         counts = {name: len(perpetuals(server, name)) for name in VENUES}
     assert state.is_failed()
     with pytest.raises(VenueStepsFailed, match="okx tickers: ConnectionRefusedError"):
         await state.result()
+    runs = await _task_runs(state.state_details.flow_run_id)
     ledger_artifact = (await run_artifacts(state.state_details.flow_run_id))["collect-tickers-ledger"]
     outcomes = {o["exchange"]: o for o in table(ledger_artifact)}
     okx = outcomes["okx"]
@@ -71,6 +93,11 @@ async def test_a_store_failure_with_the_ledger_down_too_leaves_the_other_venues_
     assert set(ledger) == {"binanceusdm", "bybit"}  # okx's row could not be written
     assert all(row.status == "ok" for row in ledger.values())
     assert all(outcomes[name]["status"] == "ok" for name in ("binanceusdm", "bybit"))
+    assert len(attempts) == 3
+    okx_done = max(run.end_time for run in runs if run.name == "record-failure-okx")
+    for name in ("binanceusdm", "bybit"):
+        fetched = next(run for run in runs if run.name == f"fetch-tickers-{name}")
+        assert fetched.state.is_completed() and fetched.end_time > okx_done
 
 
 async def test_a_failed_store_is_a_failed_ledger_row_with_its_cause_and_what_it_meant_to_fetch(
