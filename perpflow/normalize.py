@@ -176,6 +176,7 @@ def _normalize_each(
     run_id: str | None,
     build: Any,
     unparsed: list[tuple[dict[str, Any], str | None, str]],
+    received_ms: int,
 ) -> Batch:
     """Run ``build(symbol, item)`` for every requested symbol; quarantine what fails or is absent
     (``unparsed``: raw rows ccxt could not parse, as ``(row, symbol, reason)``)."""
@@ -189,7 +190,10 @@ def _normalize_each(
         if symbol in refused:
             continue
         if item is None:
-            batch.refuse({"symbol": symbol}, "no row for a requested symbol", run_id, symbol)
+            # The receipt time makes each run's absence its own quarantine record (a refused
+            # payload is held once, and this one would otherwise be the same every run).
+            absent = {"symbol": symbol, "received_ms": received_ms}
+            batch.refuse(absent, "no row for a requested symbol", run_id, symbol)
             continue
         try:
             if item.get("symbol") != symbol:
@@ -252,7 +256,8 @@ def ticker_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build, unparsed)
+    batch = Batch(exchange, "tickers")
+    return _normalize_each(batch, tickers, symbols, run_id, build, unparsed, received_ms)
 
 
 Volumes = tuple[float | None, float | None, float | None]
@@ -360,7 +365,8 @@ def funding_rate_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "funding_rates"), rates, symbols, run_id, build, unparsed)
+    batch = Batch(exchange, "funding_rates")
+    return _normalize_each(batch, rates, symbols, run_id, build, unparsed, received_ms)
 
 
 def _funding_rate(item: dict[str, Any], max_abs_rate: float) -> float:

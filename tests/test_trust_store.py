@@ -234,3 +234,18 @@ async def test_revision_0010_digests_existing_quarantine_keeping_the_first_of_re
         assert await _count(engine, quarantine) == 2
     finally:
         await engine.dispose()
+
+
+async def test_a_symbol_missing_in_each_run_is_a_quarantine_record_per_run(engine):
+    """A refused payload is held once, but an absence is an observation of its run: each run
+    where a requested symbol has no row keeps its own record (its receipt time in the payload)."""
+    for run, at in (("r1", NOW), ("r2", NOW + 60_000)):
+        batch = ticker_rows("venue", _tickers(SYMBOLS[:3], bad=None), SYMBOLS[:4], at, run)
+        result = await store_batch(engine, tickers, batch, _entry(run))
+        assert (result.requested, result.stored + result.duplicates, result.quarantined) == (
+            4, 3, 1)
+    async with engine.connect() as conn:
+        held = (await conn.execute(select(quarantine.c.run_id, quarantine.c.payload)
+                                   .order_by(quarantine.c.run_id))).all()
+    assert [(run, payload["received_ms"]) for run, payload in held] == [
+        ("r1", NOW), ("r2", NOW + 60_000)]
