@@ -80,8 +80,8 @@ async def test_a_store_failure_with_the_ledger_down_too_leaves_the_other_venues_
     with pytest.raises(VenueStepsFailed, match="okx tickers: ConnectionRefusedError"):
         await state.result()
     runs = await _task_runs(state.state_details.flow_run_id)
-    ledger_artifact = (await run_artifacts(state.state_details.flow_run_id))["collect-tickers-ledger"]
-    outcomes = {o["exchange"]: o for o in table(ledger_artifact)}
+    artifacts = await run_artifacts(state.state_details.flow_run_id)
+    outcomes = {o["exchange"]: o for o in table(artifacts["collect-tickers-ledger"])}
     okx = outcomes["okx"]
     assert okx["status"] == "failed" and okx["requested"] == okx["failed"] == counts["okx"]
     assert okx["error"].startswith("ConnectionRefusedError: [Errno 111] Connect call failed")

@@ -62,7 +62,9 @@ async def _ledger(engine) -> list[tuple]:
         return [tuple(row) for row in rows]
 
 
-async def test_a_store_retried_after_a_lost_acknowledgement_counts_what_it_stored(engine, monkeypatch):
+async def test_a_store_retried_after_a_lost_acknowledgement_counts_what_it_stored(
+    engine, monkeypatch
+):
     """The commit succeeds but the client never hears of it; the task's retry stores the same
     batch again. Before: ``stored 0, duplicates 99``. Now: the batch's own counts."""
     real = writes.write_new
@@ -106,7 +108,9 @@ async def test_a_failure_row_never_replaces_the_row_of_a_stored_batch(engine):
     assert (await _ledger(engine))[1] == ("r2", "failed", 10, 0, 0, 0, 10)
 
 
-async def test_quarantined_history_is_held_once_over_sweeps_and_each_run_counts_its_refusals(engine):
+async def test_quarantined_history_is_held_once_over_sweeps_and_each_run_counts_its_refusals(
+    engine,
+):
     """21 bad settlements of one symbol, swept twice: quarantine holds 21 rows (it held 42), and
     both runs' ledger rows say they refused 21."""
     history = [{"symbol": "S000/USDT:USDT", "timestamp": NOW - i * 8 * HOUR,

@@ -226,7 +226,8 @@ def clean_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     cleaned = []
     for row in rows:
         if any(isinstance(row.get(n), str) and NUL in row[n] for n in names):
-            row = {**row, **{n: without_nul(row[n])[0] for n in names if isinstance(row.get(n), str)}}
+            texts = [n for n in names if isinstance(row.get(n), str)]
+            row = {**row, **{n: without_nul(row[n])[0] for n in texts}}
         cleaned.append(row)
     return cleaned
 
@@ -287,7 +288,9 @@ class _AlreadyStored(Exception):
         self.result = result
 
 
-async def _committed(conn: AsyncConnection, entry: LedgerEntry, batch_id: str) -> StoreResult | None:
+async def _committed(
+    conn: AsyncConnection, entry: LedgerEntry, batch_id: str
+) -> StoreResult | None:
     """The counts of the ledger row of batch ``batch_id`` of ``entry``'s step, if committed."""
     ledger = collection_ledger.c
     row = (
