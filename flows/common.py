@@ -19,7 +19,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -191,11 +191,15 @@ async def run_step(
     """Fetch and store one (venue, dataset); returns the ledger figures as a dict, or None when
     the venue's configuration does not want the dataset (``datasets``).
 
-    Never raises for a venue failure. A dataset the venue cannot serve through ccxt is recorded
-    ``unsupported`` without a call; a configuration that selects nothing ``empty``; a step whose
-    fetch or store failed after its retries ``failed``, with what it meant to fetch (the selected
-    symbols) counted as failed; a step where only some symbols failed ``partial`` (their errors
-    in ``failed_symbols``), or ``failed`` when every symbol did.
+    Never raises for a venue failure (only cancellation goes through), so one venue's trouble
+    never ends the run's other steps (nor closes their clients mid-fetch). A dataset the venue
+    cannot serve through ccxt is recorded ``unsupported`` without a call; a configuration that
+    selects nothing ``empty``; a step whose fetch, parse or store failed after its retries
+    ``failed``, with the error class and message (``describe``) and what it meant to fetch (the
+    selected symbols) counted as failed; a step where only some symbols failed ``partial``
+    (their errors in ``failed_symbols``), or ``failed`` when every symbol did. When even the
+    ledger row cannot be written (the database down past the store's retries), the figures are
+    still returned and logged, their ``error`` saying that the row is missing.
     """
     fetch, skipped = await circuit_gate(ctx, venue, table, fetch)
     if skipped is not None:
@@ -204,31 +208,19 @@ async def run_step(
     if not venue.wants(dataset):
         return None
     started = datetime.now(UTC)
-    plan = offline_profile(venue).plans[dataset]
-    if not plan.supported:
-        entry = LedgerEntry(ctx.run_id, venue.label, dataset, "unsupported", started,
-                            datetime.now(UTC), None, f"not offered by ccxt: {plan.reason}")
-        return await _record(ctx, entry, 0)
     try:
-        batch, latency = await fetch()
-        status, note = _status(batch), _unmatched_note(venue, ctx)
-        if batch.failed:
-            note = "; ".join(filter(None, [f"{len(batch.failed)} symbol(s) failed, e.g. "
-                                           + next(iter(batch.failed.values())), note]))
-        entry = LedgerEntry(ctx.run_id, venue.label, dataset, status, started, datetime.now(UTC),
-                            latency, note, batch.attempts)
-        result = await store_batch(ctx.database_url, table, quote(batch), entry)
-        return _outcome(entry, result.__dict__)
+        return await _attempt(ctx, venue, table, fetch, started)
     except EmptySelection as exc:
         get_run_logger().warning("%s", exc)
         entry = LedgerEntry(ctx.run_id, venue.label, dataset, "empty", started, datetime.now(UTC),
                             None, str(exc))
         return await _record(ctx, entry, 0)
     except Exception as exc:  # noqa: BLE001 - one venue's trouble stays that venue's trouble
-        get_run_logger().error("%s %s failed after retries: %s", venue.label, dataset, exc)
+        get_run_logger().error("%s %s failed after retries: %s", venue.label, dataset,
+                               describe(exc))
         attempts = ctx.settings.exchange_retries + 1 if getattr(exc, "transient", False) else 1
         entry = LedgerEntry(ctx.run_id, venue.label, dataset, "failed", started,
-                            datetime.now(UTC), None, f"{type(exc).__name__}: {exc}", attempts)
+                            datetime.now(UTC), None, describe(exc), attempts)
         return await _record(ctx, entry, len(ctx.markets.get(venue.label, {})))
 
 
@@ -345,6 +337,50 @@ async def _circuit_outcome(ctx: RunContext, venue: ExchangeConfig, error: str | 
     )
 
 
+async def _attempt(
+    ctx: RunContext,
+    venue: ExchangeConfig,
+    table: Table,
+    fetch: Callable[[], Awaitable[tuple[Batch, float]]],
+    started: datetime,
+) -> dict[str, Any]:
+    """``run_step``'s work: raises whatever the fetch, the parse or the store raised."""
+    dataset = table.name
+    plan = offline_profile(venue).plans[dataset]
+    if not plan.supported:
+        entry = LedgerEntry(ctx.run_id, venue.label, dataset, "unsupported", started,
+                            datetime.now(UTC), None, f"not offered by ccxt: {plan.reason}")
+        return await _record(ctx, entry, 0)
+    batch, latency = await fetch()
+    status, note = _status(batch), _unmatched_note(venue, ctx)
+    if batch.failed:
+        note = "; ".join(filter(None, [f"{len(batch.failed)} symbol(s) failed, e.g. "
+                                       + next(iter(batch.failed.values())), note]))
+    entry = LedgerEntry(ctx.run_id, venue.label, dataset, status, started, datetime.now(UTC),
+                        latency, note, batch.attempts)
+    result = await store_batch(ctx.database_url, table, quote(batch), entry)
+    return _outcome(entry, result.__dict__)
+
+
+ERROR_CHARS = 2000
+
+
+def describe(exc: BaseException) -> str:
+    """A readable one-line cause of ``exc`` for the ledger and the log: ``'Class: message'``
+    (``'Class (no message)'`` for an exception without one, such as a bare ``TimeoutError()``),
+    followed by its cause's when it was raised from another, at most ``ERROR_CHARS`` long (NUL
+    bytes written ``\\u0000``: the text goes to the ledger, the log and the run's state)."""
+    parts = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 3:
+        message = " ".join(str(seen).replace("\x00", "\\u0000").split())
+        parts.append(f"{type(seen).__name__}: {message}" if message
+                     else f"{type(seen).__name__} (no message)")
+        seen = seen.__cause__
+    text = "; caused by ".join(parts)
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
 def _status(batch: Batch) -> str:
     """``ok``; ``partial`` when some symbols failed (the rest stored); ``failed`` when all did."""
     if not batch.failed:
@@ -358,11 +394,18 @@ def _unmatched_note(venue: ExchangeConfig, ctx: RunContext) -> str | None:
 
 
 async def _record(ctx: RunContext, entry: LedgerEntry, requested: int) -> dict[str, Any]:
-    """Write the ledger row of a step that stored nothing and return its figures."""
-    await record_failure(ctx.database_url, entry, requested)
+    """Write the ledger row of a step that stored nothing and return its figures; when the row
+    cannot be written, log that (error level) and return the figures with ``error`` saying so."""
     failed = requested if entry.status == "failed" else 0
     counts = {"requested": requested, "received": 0, "stored": 0, "duplicates": 0,
               "quarantined": 0, "failed": failed}
+    try:
+        await record_failure(ctx.database_url, entry, requested)
+    except Exception as exc:  # noqa: BLE001 - the outcome is still reported
+        lost = f"ledger row not written: {describe(exc)}"
+        get_run_logger().error("%s %s %s (%s): %s", entry.exchange, entry.dataset, entry.status,
+                               entry.error, lost)
+        entry = replace(entry, error="; ".join(filter(None, [entry.error, lost])))
     return _outcome(entry, counts)
 
 

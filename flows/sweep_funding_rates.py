@@ -4,6 +4,7 @@ coverage, and the funding-interval history (changes emitted as events)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -14,7 +15,7 @@ from prefect.events import emit_event
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
-from flows.common import RunContext, publish_ledger, resolve_run, run_step, venue_markets
+from flows.common import RunContext, describe, publish_ledger, resolve_run, run_step, venue_markets
 from flows.progress import VenueProgress, step_outcome
 from perpflow.backfill import gap_requests, plan_history
 from perpflow.exchanges import now_ms
@@ -101,22 +102,42 @@ async def _venue(
     with tags(f"exchange:{venue.label}"):
         current = await run_step(ctx, venue, funding_rates, rates)
         if current is not None and current["status"] in ("ok", "partial") and loaded.get("stated"):
-            changes += await record_funding_intervals(url, venue.label, quote(loaded["stated"]))
+            stated = record_funding_intervals(url, venue.label, quote(loaded["stated"]))
+            changes += await _bookkeeping(venue, stated)
         realized = await run_step(ctx, venue, funding_history, history)
-        stored = realized is not None and realized["status"] in ("ok", "partial")
-        if stored:
-            # After the rows are stored: coverage never claims a settlement that is not.
-            changes += await record_funding_intervals(url, venue.label, quote(loaded["inferred"]))
-            await record_funding_coverage(url, venue.label, quote(loaded["coverage"]), ctx.run_id)
-            resolved += await record_unreachable_history(
-                url, venue.label, quote(loaded["coverage"]), ctx.run_id
-            )
-        if stored and loaded.get("gaps"):
-            resolved += await resolve_funding_gaps(
-                ctx.database_url, venue.label, loaded["gaps"], ctx.run_id
-            )
+        if realized is not None and realized["status"] in ("ok", "partial"):
+            changes += await _bookkeeping(venue, _after_history(ctx, venue, loaded, resolved))
     await progress.finish(venue.label, step_outcome(realized))
     return [outcome for outcome in (current, realized) if outcome is not None]
+
+
+async def _bookkeeping(venue: ExchangeConfig, work: Awaitable[list[dict[str, Any]]]):
+    """Await ``work`` (the sweep's bookkeeping after a stored step) and return its interval
+    changes; a failure there is logged and stays this venue's (coverage stays where it was, so
+    the next sweep asks again), never the run's."""
+    try:
+        return await work
+    except Exception as exc:  # noqa: BLE001 - bookkeeping trouble stays this venue's
+        get_run_logger().error("%s: funding bookkeeping failed (%s); the next sweep asks again",
+                               venue.label, describe(exc))
+        return []
+
+
+async def _after_history(
+    ctx: RunContext, venue: ExchangeConfig, loaded: dict[str, Any], resolved: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """After the history rows are stored (coverage never claims a settlement that is not): the
+    inferred interval changes, the proven coverage, the windows proved unreachable and the open
+    gaps refetched (appended to ``resolved``); returns the interval changes."""
+    url = ctx.database_url
+    changes = await record_funding_intervals(url, venue.label, quote(loaded["inferred"]))
+    await record_funding_coverage(url, venue.label, quote(loaded["coverage"]), ctx.run_id)
+    resolved += await record_unreachable_history(
+        url, venue.label, quote(loaded["coverage"]), ctx.run_id
+    )
+    if loaded.get("gaps"):
+        resolved += await resolve_funding_gaps(url, venue.label, loaded["gaps"], ctx.run_id)
+    return changes
 
 
 async def _report_interval_changes(changes: list[dict[str, Any]]) -> None:

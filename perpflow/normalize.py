@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,10 @@ class Batch:
     ``rows``: normalized rows (column -> value); ``quarantine``: quarantine rows with ``reason``;
     ``failed``: ``{symbol: error}`` for the requested symbols the venue could not be asked for or
     did not answer (a per-symbol call that failed), so that the ledger can account for them;
-    ``attempts``: runs of the fetch task that produced it (1 + retries used).
+    ``attempts``: runs of the fetch task that produced it (1 + retries used); ``batch_id``: this
+    batch's identity (a random hex UUID made with it, kept through retries of its store, which is
+    how a store retried after a commit whose acknowledgement was lost recognises its own ledger
+    row).
     """
 
     exchange: str
@@ -39,6 +43,7 @@ class Batch:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     attempts: int = 1
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def received(self) -> int:
@@ -80,6 +85,62 @@ def _number(item: dict[str, Any], key: str, *, positive: bool = False) -> float 
     return float(value)
 
 
+# The last word of a raw field's name that says it holds a number ccxt reads as a price, a rate
+# or a volume (``lastPrice``, ``bid1Price``, ``markPx``, ``fundingRate``, ``best_bid``, ``volume``);
+# a name ending in another word (``lastTickDirection``, ``markMethod``) is not checked.
+NUMERIC_WORDS = frozenset({"price", "px", "rate", "bid", "ask", "last", "volume", "vol",
+                           "turnover", "mark", "index"})
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+RAW_CHARS = 80
+
+
+def _numeric_field(name: Any) -> bool:
+    words = _WORD.findall(name) if isinstance(name, str) else []
+    return bool(words) and words[-1].lower() in NUMERIC_WORDS
+
+
+def _not_a_number(value: Any) -> str | None:
+    """Why a raw payload value cannot be a number ccxt derived a price or rate from, or None:
+    a boolean, an object, a list, or text that is no decimal number (empty text is absent)."""
+    if isinstance(value, bool | dict | list):
+        return f"a {type(value).__name__}, not a number"
+    if isinstance(value, str) and value.strip():
+        try:
+            float(value)
+        except ValueError:
+            return "text that is no number"
+    return None
+
+
+def raw_defect(item: Mapping[str, Any]) -> str | None:
+    """The first malformed value among the raw payload fields behind a ccxt item, as a
+    quarantine reason, or None.
+
+    ccxt reads prices and rates from the venue's row (kept as the item's ``info``) with
+    ``safe_number``, which turns a boolean, an object or text that is no number into None (the
+    field then looks merely absent, or is filled from elsewhere) rather than failing. So every
+    top-level field of ``info`` whose name ends in a price, rate or volume word
+    (``NUMERIC_WORDS``: ``lastPrice``, ``bid1Price``, ``fundingRate``, ``markPx``...) must be a
+    number, numeric text, empty or null. Checked against the recorded payloads of binanceusdm,
+    bybit, okx, kucoinfutures and dydx: no real row has another kind there."""
+    info = item.get("info")
+    if not isinstance(info, Mapping):
+        return None
+    for name, value in info.items():
+        why = _numeric_field(name) and _not_a_number(value)
+        if why:
+            shown = json.dumps(value, default=str)
+            shown = shown if len(shown) <= RAW_CHARS else shown[: RAW_CHARS - 3] + "..."
+            return f"info.{name}={shown}: {why} (ccxt would derive a number or None from it)"
+    return None
+
+
+def _check_raw(item: Mapping[str, Any]) -> None:
+    why = raw_defect(item)
+    if why:
+        raise RowError(why)
+
+
 def _timestamp(item: dict[str, Any], key: str) -> int | None:
     value = item.get(key)
     if value is None:
@@ -115,6 +176,7 @@ def _normalize_each(
     run_id: str | None,
     build: Any,
     unparsed: list[tuple[dict[str, Any], str | None, str]],
+    received_ms: int,
 ) -> Batch:
     """Run ``build(symbol, item)`` for every requested symbol; quarantine what fails or is absent
     (``unparsed``: raw rows ccxt could not parse, as ``(row, symbol, reason)``)."""
@@ -128,11 +190,15 @@ def _normalize_each(
         if symbol in refused:
             continue
         if item is None:
-            batch.refuse({"symbol": symbol}, "no row for a requested symbol", run_id, symbol)
+            # The receipt time makes each run's absence its own quarantine record (a refused
+            # payload is held once, and this one would otherwise be the same every run).
+            absent = {"symbol": symbol, "received_ms": received_ms}
+            batch.refuse(absent, "no row for a requested symbol", run_id, symbol)
             continue
         try:
             if item.get("symbol") != symbol:
                 raise RowError(f"symbol={item.get('symbol')!r}: expected {symbol!r}")
+            _check_raw(item)
             batch.rows.append(build(symbol, item))
         except RowError as exc:
             batch.refuse(item, str(exc), run_id, symbol)
@@ -190,7 +256,8 @@ def ticker_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "tickers"), tickers, symbols, run_id, build, unparsed)
+    batch = Batch(exchange, "tickers")
+    return _normalize_each(batch, tickers, symbols, run_id, build, unparsed, received_ms)
 
 
 Volumes = tuple[float | None, float | None, float | None]
@@ -298,7 +365,8 @@ def funding_rate_rows(
             "run_id": run_id,
         }
 
-    return _normalize_each(Batch(exchange, "funding_rates"), rates, symbols, run_id, build, unparsed)
+    batch = Batch(exchange, "funding_rates")
+    return _normalize_each(batch, rates, symbols, run_id, build, unparsed, received_ms)
 
 
 def _funding_rate(item: dict[str, Any], max_abs_rate: float) -> float:
@@ -333,6 +401,7 @@ def funding_history_rows(
         try:
             if item.get("symbol") != symbol:
                 raise RowError(f"symbol={item.get('symbol')!r}: expected {symbol!r}")
+            _check_raw(item)
             settled = _timestamp(item, "timestamp")
             if settled is None:
                 raise RowError("timestamp=None: a settlement needs its time")

@@ -12,6 +12,8 @@ venue alike:
 - per-symbol calls run concurrently (bounded) under the venue's rate limit, and one symbol's
   failure is that symbol's: it is returned in ``failed``, the others stand;
 - a bulk payload ccxt cannot parse is parsed row by row: only the bad rows are quarantined;
+- a symbol found in more than one row of a bulk response is quarantined with its rows (ccxt
+  would keep the last one): one observation per symbol per response;
 - tickers without bid/ask get them from ``fetchBidsAsks`` and funding rates without an interval
   from ``fetchFundingIntervals``, where ccxt has those calls.
 """
@@ -117,22 +119,49 @@ def row_symbol(client: ccxt_async.Exchange, raw: Any) -> str | None:
     return None
 
 
+def repeated_rows(client: ccxt_async.Exchange, wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The raw rows of the client's last JSON body (``rows_in``) for each ``wanted`` symbol that
+    appears in more than one of them (``row_symbol``): ``{symbol: [row, ...]}``. ccxt keeps the
+    last such row (a repeat with another price would be stored last-wins); one response must give
+    one observation per symbol, so these are quarantined instead."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for raw in rows_in(client.last_json_response) or []:
+        symbol = row_symbol(client, raw)
+        if symbol in wanted:
+            rows.setdefault(symbol, []).append(raw)
+    return {symbol: found for symbol, found in rows.items() if len(found) > 1}
+
+
+def _repeats_refused(repeated: dict[str, list[dict[str, Any]]]) -> Unparsed:
+    """One quarantine entry per repeated symbol (its rows together), so that the symbol is
+    accounted for once."""
+    return [
+        ({"symbol": symbol, "rows": found}, symbol,
+         f"symbol repeated in one response: {len(found)} rows for one observation")
+        for symbol, found in repeated.items()
+    ]
+
+
 def _parse_rows(
     client: ccxt_async.Exchange, parser: str, wanted: set[str]
 ) -> tuple[dict[str, dict[str, Any]], Unparsed]:
     """Parse the rows of the client's last JSON body one by one with ccxt's ``parser``: the rows
-    that parse, by symbol, and the wanted ones that do not, with ccxt's reason."""
+    that parse, by symbol, and the wanted ones that do not, with ccxt's reason; a symbol in
+    several rows is refused as a whole (``repeated_rows``)."""
     parsed: dict[str, dict[str, Any]] = {}
-    unparsed: Unparsed = []
+    repeated = repeated_rows(client, wanted)
+    unparsed: Unparsed = _repeats_refused(repeated)
     for raw in rows_in(client.last_json_response) or []:
         symbol = row_symbol(client, raw)
+        if symbol in repeated:
+            continue
         try:
             item = getattr(client, parser)(raw)
         except PARSE_ERRORS + (ccxt.BaseError,) as exc:
             if symbol in wanted:
                 unparsed.append((raw, symbol, f"ccxt {parser}: {type(exc).__name__}: {exc}"))
             continue
-        if item.get("symbol") in wanted:
+        if item.get("symbol") in wanted and item["symbol"] not in repeated:
             parsed[item["symbol"]] = item
     return parsed, unparsed
 
@@ -158,9 +187,10 @@ async def _bulk(
             log.info("%s: %s refused for a symbol list (%s); asking for all symbols",
                      venue.label, plan.method, exc)
             continue
-        got = {s: items[s] for s in symbols if s in items}
-        if got or args:
-            return got, []
+        repeated = repeated_rows(client, set(symbols))
+        got = {s: items[s] for s in symbols if s in items and s not in repeated}
+        if got or repeated or args:
+            return got, _repeats_refused(repeated)
         # All symbols, yet none of ours: this form cannot serve them either.
         raise PermanentExchangeError(
             venue.label, plan.method, ccxt.NotSupported("no selected symbol among all symbols")

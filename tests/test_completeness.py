@@ -21,7 +21,6 @@ from perpflow.completeness import (
     settlements_between,
 )
 from perpflow.store import (
-    LedgerEntry,
     collection_ledger,
     funding_gaps,
     funding_history,

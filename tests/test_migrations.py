@@ -58,9 +58,10 @@ async def _state(engine):
 OBSERVATION_KEY = ["instrument_key", "ts", "obs_key"]
 HEAD_STATE = (head_revisions(), [], {"tickers": OBSERVATION_KEY, "funding_rates": OBSERVATION_KEY})
 # Columns later revisions added to the foundation's tables (0006: instrument_key; 0007: the
-# ledger's failed, failed_symbols, attempts; 0008: obs_key, contract_volume).
+# ledger's failed, failed_symbols, attempts; 0008: obs_key, contract_volume; 0010: quarantine's
+# digest, the ledger's batch_id).
 LATER_COLUMNS = {"instrument_key", "failed", "failed_symbols", "attempts", "obs_key",
-                 "contract_volume"}
+                 "contract_volume", "digest", "batch_id"}
 
 
 def _foundation_tables(connection) -> None:
@@ -130,7 +131,8 @@ async def test_foundation_database_with_rows_upgrades_in_place(blank_database_ur
                 data[symbols[0]]["last"] = -1.0
                 batch = ticker_rows("venue", data, symbols, at, f"r{day}")
                 await conn.execute(_foundation_insert(tickers, batch.rows), batch.rows)
-                await conn.execute(quarantine.insert(), batch.quarantine)
+                await conn.execute(_foundation_insert(quarantine, batch.quarantine),
+                                   batch.quarantine)
                 rates = {
                     s: {"symbol": s, "timestamp": at, "fundingRate": 1e-4 * i, "interval": "8h"}
                     for i, s in enumerate(symbols)

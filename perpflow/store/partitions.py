@@ -2,9 +2,11 @@
 
 Each partitioned table has one partition per UTC day, named ``<table>_pYYYYMMDD`` and holding
 ``[day 00:00 UTC, next day 00:00 UTC)`` of ``ts``. Partitions are created by the SQL function
-``perpflow_ensure_partition(table, day)`` (revision 0002; SECURITY DEFINER, so a collector role
-that may only insert can still open a new day): ahead of time by the maintain-database flow and on
-demand when a write meets a day without one; it waits at most 5 s for its parent's lock. There is
+``perpflow_ensure_partition(table, day)`` (revision 0002, made race-free by 0010; SECURITY
+DEFINER, so a collector role that may only insert can still open a new day): ahead of time by the
+maintain-database flow and on demand when a write meets a day without one; it waits at most 5 s
+for its parent's lock. Two sessions asking for the same new day at once both succeed: the second
+waits for the first's advisory lock on the day and takes "already exists" as done. There is
 no default partition: a row for a day nobody created fails loudly instead of piling up where
 retention cannot drop it by day.
 SQLite has no partitions; every function here is a no-op there.

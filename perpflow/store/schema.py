@@ -22,6 +22,7 @@ The schema is changed through Alembic revisions (``perpflow/store/migrations``);
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import struct
 from collections.abc import Iterable, Sequence
@@ -264,6 +265,33 @@ funding_history = Table(
     Column("run_id", String(64)),
 )
 
+def quarantine_digest(
+    exchange: str, dataset: str, symbol: str | None, reason: str, payload: Any
+) -> str:
+    """The ``quarantine.digest`` of one refused value: hex SHA-256 over the canonical JSON
+    (sorted keys, no spaces, ASCII) of ``[exchange, dataset, symbol, reason, payload]``. The same
+    payload refused for the same reason gives the same digest in every run, so quarantine holds
+    it once (revision 0010 computes existing rows' digests by this rule, frozen there)."""
+    text = json.dumps(
+        [exchange, dataset, symbol, reason, payload],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_of_insert(context) -> str:
+    """``quarantine_digest`` of the row being inserted, for an INSERT that does not give one."""
+    row = context.get_current_parameters()
+    return quarantine_digest(
+        row["exchange"], row["dataset"], row.get("symbol"), row["reason"], row["payload"]
+    )
+
+
+# One row per (source, refused payload, reason): ``digest`` (``quarantine_digest``) is unique, so
+# a payload refused again (a history row on every sweep, a retried store) is not stored twice.
 quarantine = Table(
     "quarantine",
     metadata,
@@ -275,6 +303,8 @@ quarantine = Table(
     Column("reason", Text, nullable=False),
     Column("run_id", String(64)),
     _ts("quarantined_at", nullable=False),
+    Column("digest", String(64), nullable=False, default=_digest_of_insert),
+    UniqueConstraint("digest", name="quarantine_digest_key"),
 )
 
 collection_ledger = Table(
@@ -292,6 +322,7 @@ collection_ledger = Table(
     Column("failed_symbols", JSON().with_variant(JSONB(), "postgresql")),  # {symbol: error}
     Column("attempts", Integer, nullable=False, server_default="1"),
     Column("status", String(16), nullable=False),  # ok | partial | failed | unsupported | empty
+    Column("batch_id", String(64)),  # the stored Batch's identity: a retry finds its own row
     Column("error", Text),
     Column("latency_ms", Float),
     _ts("started_at", nullable=False),

@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Table, text
+from sqlalchemy import String, Table, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,6 +34,7 @@ from perpflow.store.schema import (
     instruments,
     observation_keys,
     quarantine,
+    quarantine_digest,
 )
 
 COPY_SAVEPOINT = "perpflow_copy"
@@ -189,21 +190,121 @@ async def _stage_insert(conn: AsyncConnection, table: Table, rows: list[dict[str
     return result.rowcount
 
 
+NUL = "\x00"
+NUL_ESCAPED = "\\u0000"
+NUL_NOTE = "NUL bytes (U+0000) escaped as the text \\u0000"
+
+
+def without_nul(value: Any) -> tuple[Any, bool]:
+    """``value`` (text, or a JSON-able structure of dicts, lists and scalars) with every NUL
+    byte in its texts and keys replaced by the six characters ``\\u0000`` (PostgreSQL refuses
+    NUL in ``text`` and ``jsonb``), and whether any was; the original is recoverable by replacing
+    them back. Values without NUL are returned as they are (not copied)."""
+    if isinstance(value, str):
+        return (value.replace(NUL, NUL_ESCAPED), True) if NUL in value else (value, False)
+    if isinstance(value, dict):
+        items = [(without_nul(k), without_nul(v)) for k, v in value.items()]
+        if not any(k[1] or v[1] for k, v in items):
+            return value, False
+        return {k[0]: v[0] for k, v in items}, True
+    if isinstance(value, list | tuple):
+        items = [without_nul(v) for v in value]
+        if not any(changed for _, changed in items):
+            return value, False
+        return [v for v, _ in items], True
+    return value, False
+
+
+def _text_columns(table: Table) -> list[str]:
+    return [c.name for c in table.columns if isinstance(c.type, String)]
+
+
+def clean_rows(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` for ``table`` with NUL bytes in their text columns (e.g. a venue's symbol)
+    escaped as ``\\u0000`` (``without_nul``); rows without any are kept as they are."""
+    names = _text_columns(table)
+    cleaned = []
+    for row in rows:
+        if any(isinstance(row.get(n), str) and NUL in row[n] for n in names):
+            texts = [n for n in names if isinstance(row.get(n), str)]
+            row = {**row, **{n: without_nul(row[n])[0] for n in texts}}
+        cleaned.append(row)
+    return cleaned
+
+
+def quarantine_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Quarantine records (``Batch.refuse``) ready to insert: NUL bytes in the payload and the
+    texts escaped (the reason then says so) and each given its ``digest``
+    (``schema.quarantine_digest``)."""
+    rows = []
+    for record in clean_rows(quarantine, records):
+        payload, escaped = without_nul(record["payload"])
+        reason = f"{record['reason']} ({NUL_NOTE})" if escaped else record["reason"]
+        digest = quarantine_digest(
+            record["exchange"], record["dataset"], record.get("symbol"), reason, payload
+        )
+        rows.append({**record, "payload": payload, "reason": reason, "digest": digest})
+    return rows
+
+
+async def insert_quarantine(conn: AsyncConnection, records: list[dict[str, Any]]) -> int:
+    """Insert quarantine records (``quarantine_rows`` is applied), skipping those already held
+    (same ``digest``: the same payload refused for the same reason before); returns how many
+    were new."""
+    if not records:
+        return 0
+    statement = _insert(conn)(quarantine).on_conflict_do_nothing(index_elements=["digest"])
+    return (await conn.execute(statement, quarantine_rows(records))).rowcount
+
+
 async def _write_ledger(
     conn: AsyncConnection,
     entry: LedgerEntry,
     result: StoreResult,
     failed_symbols: dict[str, str] | None = None,
+    batch_id: str | None = None,
 ) -> None:
-    values = {**entry.__dict__, **result.__dict__, "failed_symbols": failed_symbols or None}
+    values = {**entry.__dict__, **result.__dict__, "batch_id": batch_id,
+              "error": without_nul(entry.error)[0],
+              "failed_symbols": without_nul(failed_symbols or None)[0]}
     stmt = _insert(conn)(collection_ledger).values(values)
     keys = ("run_id", "exchange", "dataset")
+    # A row without a batch (a failure) never replaces the row of a batch that was stored.
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=list(keys),
             set_={k: stmt.excluded[k] for k in values if k not in keys},
+            where=None if batch_id else collection_ledger.c.batch_id.is_(None),
         )
     )
+
+
+class _AlreadyStored(Exception):
+    """Raised inside a batch's transaction when its own ledger row is already committed, to roll
+    the repeat back; carries the counts that row holds."""
+
+    def __init__(self, result: StoreResult):
+        super().__init__("batch already stored")
+        self.result = result
+
+
+async def _committed(
+    conn: AsyncConnection, entry: LedgerEntry, batch_id: str
+) -> StoreResult | None:
+    """The counts of the ledger row of batch ``batch_id`` of ``entry``'s step, if committed."""
+    ledger = collection_ledger.c
+    row = (
+        await conn.execute(
+            select(ledger.requested, ledger.received, ledger.stored, ledger.duplicates,
+                   ledger.quarantined, ledger.failed).where(
+                ledger.run_id == entry.run_id,
+                ledger.exchange == entry.exchange,
+                ledger.dataset == entry.dataset,
+                ledger.batch_id == batch_id,
+            )
+        )
+    ).first()
+    return None if row is None else StoreResult(*row)
 
 
 Then = Callable[[AsyncConnection, int], Awaitable[T]]
@@ -239,36 +340,50 @@ async def write_new(
 
 async def store_batch(engine: AsyncEngine, table: Table, batch: Batch, entry: LedgerEntry) -> StoreResult:
     """Store one normalized batch, its quarantine rows and its ledger row in one transaction
-    (``write_new``).
+    (``write_new``); text columns and quarantine payloads have NUL bytes escaped
+    (``without_nul``), and quarantine rows already held are not inserted again (the ledger's
+    ``quarantined`` still counts every value this step refused).
 
     A retried call after a failure repeats nothing (the failed transaction left no trace, and the
-    market rows are keyed). Returns the counts written to the ledger. On PostgreSQL the daily
-    partitions the rows need are made first (``perpflow.store.partitions``).
+    market rows are keyed). A retry after a commit whose acknowledgement was lost finds the
+    ledger row of its own batch (``batch.batch_id``, recorded with the row) and returns the
+    counts that row holds instead of counting its own rows as duplicates. Returns the counts
+    written to the ledger. On PostgreSQL the daily partitions the rows need are made first
+    (``perpflow.store.partitions``).
     """
-    await ensure_row_partitions(engine, table, batch.rows)
+    rows = clean_rows(table, batch.rows)
+    await ensure_row_partitions(engine, table, rows)
 
     async def account(conn: AsyncConnection, stored: int) -> StoreResult:
-        if batch.quarantine:
-            await conn.execute(quarantine.insert(), batch.quarantine)
+        if stored < len(rows):  # rows already there: this very batch, committed before?
+            earlier = await _committed(conn, entry, batch.batch_id)
+            if earlier is not None:
+                raise _AlreadyStored(earlier)
+        await insert_quarantine(conn, batch.quarantine)
         result = StoreResult(
             requested=batch.requested + len(batch.failed),
             received=batch.received,
             stored=stored,
-            duplicates=len(batch.rows) - stored,
+            duplicates=len(rows) - stored,
             quarantined=len(batch.quarantine),
             failed=len(batch.failed),
         )
-        await _write_ledger(conn, entry, result, batch.failed)
+        await _write_ledger(conn, entry, result, batch.failed, batch.batch_id)
         return result
 
-    async with engine.connect() as conn:
-        return (await write_new(conn, table, batch.rows, account))[1]
+    try:
+        async with engine.connect() as conn:
+            return (await write_new(conn, table, rows, account))[1]
+    except _AlreadyStored as done:
+        return done.result
 
 
 async def record_failure(engine: AsyncEngine, entry: LedgerEntry, requested: int) -> None:
     """Write the ledger row of a step that stored nothing: ``requested`` is what it meant to
     fetch (symbols), all of it ``failed`` when ``entry.status`` is ``'failed'``; an
-    ``'unsupported'`` or ``'empty'`` step expected nothing (pass 0)."""
+    ``'unsupported'`` or ``'empty'`` step expected nothing (pass 0). A row the step's batch
+    already committed (a store whose acknowledgement was lost, then failed on retry) is kept:
+    those rows are stored."""
     failed = requested if entry.status == "failed" else 0
     async with engine.begin() as conn:
         await _write_ledger(conn, entry, StoreResult(requested, 0, 0, 0, 0, failed))
@@ -280,7 +395,7 @@ async def upsert_instruments(engine: AsyncEngine, rows: list[dict[str, Any]]) ->
     instrument whose ``instrument_key`` collides with another's (never seen: 64-bit digests)."""
     if not rows:
         return
-    rows = keyed_rows(instruments, rows)
+    rows = keyed_rows(instruments, clean_rows(instruments, rows))
     async with engine.begin() as conn:
         stmt = _insert(conn)(instruments)
         keep = {"exchange", "symbol", "instrument_key", "first_seen"}

@@ -25,7 +25,7 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-# Revision 0002's body, with the day check of a caller who is not the function's owner.
+# Revision 0010's race-free body, with the day check of a caller who is not the function's owner.
 GUARDED_PARTITION = """
 CREATE OR REPLACE FUNCTION perpflow_ensure_partition(parent text, day date) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -48,11 +48,13 @@ BEGIN
             '(UTC %s or %s), not %s', session_user, today, today + 1, day);
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext(part));  -- two writers meeting the same new day
-    IF to_regclass(part) IS NOT NULL THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                   part, parent, day::text || ' 00:00:00+00', (day + 1)::text || ' 00:00:00+00');
+    BEGIN
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                       part, parent, day::text || ' 00:00:00+00',
+                       (day + 1)::text || ' 00:00:00+00');
+    EXCEPTION WHEN duplicate_table THEN
+        RETURN NULL;  -- the other writer made it (committed while this one waited)
+    END;
     RETURN part;
 END
 $fn$
@@ -90,9 +92,7 @@ def downgrade() -> None:
     if bind.dialect.name == "postgresql":
         from importlib import import_module
 
-        foundation = import_module(
-            "perpflow.store.migrations.versions.0002_daily_partitions"
-        )
+        previous = import_module("perpflow.store.migrations.versions.0010_trust")
         schema = bind.execute(text("SELECT quote_ident(current_schema())")).scalar_one()
-        op.execute(foundation.ENSURE_PARTITION.format(schema=schema).replace("%%", "%"))
+        op.execute(previous.ENSURE_PARTITION.format(schema=schema))
     op.drop_table("completeness")
