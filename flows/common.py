@@ -424,7 +424,7 @@ async def publish_ledger(key: str, ctx: RunContext, outcomes: list[dict[str, Any
         description=f"Collection ledger of run {ctx.run_id}: one row per (exchange, dataset); "
         "requested = stored + duplicates + quarantined + failed for every row; status ok, "
         "partial (some symbols failed), failed, unsupported (the venue has no such call in "
-        "ccxt) or empty (nothing selected).",
+        "ccxt), empty (nothing selected) or circuit_open (venue down: skipped, all failed).",
     )
     failed = [f"{o['exchange']} {o['dataset']}: {o['error']}" for o in outcomes if o["status"] == "failed"]
     if failed:
