@@ -44,18 +44,21 @@ def configure(monkeypatch, database_url: str, server: EmulatorServer, venues, **
     Each call's venue configs carry a fresh ``testRun`` attribute: the cached market list is keyed
     by venue config, and a later emulator may reuse an earlier one's port with other markets."""
     test_run = uuid.uuid4().hex
-    configs = [
-        {
-            "id": server.venues[name].format if hasattr(server.venues[name], "format") else name,
+    configs = []
+    for name in venues:
+        ccxt_config = {**server.ccxt_config(name), "enableRateLimit": False, "testRun": test_run}
+        # Credentials a recording needs go to the venue's secret fields, never to ccxt_config.
+        keys = {field: ccxt_config.pop(ccxt_name) for ccxt_name, field in
+                (("apiKey", "api_key"), ("secret", "secret")) if ccxt_name in ccxt_config}
+        venue = server.venues[name]
+        configs.append({
+            "id": venue.format if hasattr(venue, "format") else name,
             "name": name,
             "api_url": server.venue_base_url(name),
-            "ccxt_config": {
-                **server.ccxt_config(name), "enableRateLimit": False, "testRun": test_run
-            },
+            "ccxt_config": ccxt_config,
+            **keys,
             **extra.get(name, {}),
-        }
-        for name in venues
-    ]
+        })
     monkeypatch.setenv("PERPFLOW_DATABASE_URL", database_url)
     monkeypatch.setenv("PERPFLOW_EXCHANGES", json.dumps(configs))
     monkeypatch.setenv("PERPFLOW_RETRY_BACKOFF_SECONDS", "0.05")
