@@ -15,7 +15,9 @@ fixed per venue from the seed. ``SOAK_SEED``, ``SOAK_CYCLES``, ``SOAK_SPACING_S`
 
 The schedule: cycle ``i`` starts at the ``i``-th boundary of ``SPACING`` seconds (the collectors'
 interval that the certificate expects), so the certificate expects exactly one run per cycle. A
-cycle that overruns its slot fails the soak (its missed slot would be an unexplained gap): the
+cycle that overruns its slot makes the next one start at once (a late run, as a scheduler catches
+up; the certificate counts runs per instrument, not their alignment); the soak fails only when
+the last cycle ends after the last slot (a missed slot would be an unexplained gap). The
 restart's cycle takes ~16 s (the store's database retries wait 1 s then 5 s), hence 20 s.
 """
 
@@ -291,6 +293,7 @@ async def test_fault_soak_loses_nothing_and_hides_nothing(own_cluster, monkeypat
     plan: list[dict[str, str]] = []
     states: list[tuple[int, str, object]] = []
     windows: list[tuple[str, float, float]] = []  # (flow, began, ended) time.monotonic()
+    late: list[tuple[int, float]] = []  # (cycle, seconds after its slot began)
     restart_cycle = CYCLES // 2
     restarter: threading.Thread | None = None
     soak_started = time.monotonic()
@@ -310,8 +313,10 @@ async def test_fault_soak_loses_nothing_and_hides_nothing(own_cluster, monkeypat
                 for cycle in range(CYCLES):
                     boundary = (first_slot + cycle) * SPACING
                     wait = boundary - time.time()
-                    assert wait > 0, f"cycle {cycle - 1} overran its {SPACING} s slot"
-                    await asyncio.sleep(wait)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    else:  # the previous cycle overran: this one catches up at once
+                        late.append((cycle, round(-wait, 1)))
                     if cycle == 1:  # cycle 0 is clean: it shows which endpoints each venue serves
                         paths = {name: sorted({r.path for r in server.requests.records(name)})
                                  for name in VENUES}
@@ -334,9 +339,9 @@ async def test_fault_soak_loses_nothing_and_hides_nothing(own_cluster, monkeypat
                 resets = sum(p.counts["reset"] for p in proxies.values())
                 stalls = sum(p.counts["stall"] for p in proxies.values())
         last_slot_end = datetime.fromtimestamp((first_slot + CYCLES) * SPACING, UTC)
-        assert soak_ended < last_slot_end, "the last cycle overran its slot"
+        assert soak_ended < last_slot_end, f"the soak overran its last slot (late cycles: {late})"
         print(f"soak: {CYCLES} cycles in {time.monotonic() - soak_started:.0f} s, seed {SEED}, "
-              f"{len(requests)} requests, {resets} resets, {stalls} stalls")
+              f"{len(requests)} requests, {resets} resets, {stalls} stalls, late: {late}")
         for cycle, faults in enumerate(plan):
             print(f"  cycle {cycle}: {faults}")
         ((stopped, started),) = own_cluster.outages
@@ -362,6 +367,14 @@ async def _assert_soak(engine, states, requests, soak_ended: datetime) -> None:
             print(f"  ledger {row.run_id[:8]} {row.exchange} {row.dataset} {row.status}: "
                   f"{row.requested}={row.stored}+{row.duplicates}+{row.quarantined}+{row.failed}"
                   f" ({row.error})")
+    # Not asserted (the ledger does not count them): rows stored with an enrichment value left
+    # unknown because its auxiliary call (bid/ask, funding interval) failed once.
+    unknown = await _scalar(engine, "SELECT 'tickers without bid', exchange, count(*)"
+                                    " FROM tickers WHERE bid IS NULL GROUP BY exchange UNION ALL"
+                                    " SELECT 'funding rates without interval', exchange, count(*)"
+                                    " FROM funding_rates WHERE interval_hours IS NULL"
+                                    " GROUP BY exchange")
+    print(f"  stored with values left unknown: {unknown}")
     # 0 duplicate keys.
     for table, sql in DUPLICATES.items():
         assert await _scalar(engine, sql) == [], f"duplicate keys in {table}"
