@@ -64,6 +64,11 @@ class VenueStepsFailed(RuntimeError):
     """Raised at the end of a collection flow run when any venue step failed after retries."""
 
 
+class MarketDatabaseError(RuntimeError):
+    """A step's write to the market database failed (its cause chained): the ledger and the log
+    then say it was the database, not the venue."""
+
+
 class EmptySelection(ValueError):
     """A venue's configuration selects no perpetual (patterns that match nothing, contract types
     the venue does not list): recorded as ledger status ``empty``, a warning, not a failure."""
@@ -178,7 +183,10 @@ async def venue_markets(ctx: RunContext, venue: ExchangeConfig) -> dict[str, dic
     if unmatched:
         get_run_logger().warning("%s: symbols %s matched no perpetual", venue.label, unmatched)
     rows = instrument_rows(venue.label, markets, int(datetime.now(UTC).timestamp() * 1000))
-    await upsert_instruments(ctx.database_url, venue.label, quote(rows))
+    try:
+        await upsert_instruments(ctx.database_url, venue.label, quote(rows))
+    except Exception as exc:
+        raise MarketDatabaseError("market database: recording instruments failed") from exc
     return markets
 
 
@@ -352,13 +360,16 @@ async def _attempt(
                             datetime.now(UTC), None, f"not offered by ccxt: {plan.reason}")
         return await _record(ctx, entry, 0)
     batch, latency = await fetch()
-    status, note = _status(batch), _unmatched_note(venue, ctx)
-    if batch.failed:
-        note = "; ".join(filter(None, [f"{len(batch.failed)} symbol(s) failed, e.g. "
-                                       + next(iter(batch.failed.values())), note]))
+    status = _status(batch)
+    failed = (f"{len(batch.failed)} symbol(s) failed, e.g. " + next(iter(batch.failed.values()))
+              if batch.failed else None)
+    note = "; ".join(filter(None, [failed, *batch.notes, _unmatched_note(venue, ctx)])) or None
     entry = LedgerEntry(ctx.run_id, venue.label, dataset, status, started, datetime.now(UTC),
                         latency, note, batch.attempts)
-    result = await store_batch(ctx.database_url, table, quote(batch), entry)
+    try:
+        result = await store_batch(ctx.database_url, table, quote(batch), entry)
+    except Exception as exc:
+        raise MarketDatabaseError(f"market database: storing {dataset} failed") from exc
     return _outcome(entry, result.__dict__)
 
 

@@ -43,6 +43,7 @@ class Batch:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     attempts: int = 1
+    notes: list[str] = field(default_factory=list)
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property

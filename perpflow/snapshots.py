@@ -62,13 +62,16 @@ class Fetched:
     ``items``: ``{symbol: ccxt unified dict}`` (ticker or funding rate; prices in quote
     currency, ``fundingRate`` a fraction per interval, times in UTC ms); ``received_ms``: the
     receipt time (UTC ms); ``unparsed``: raw rows ccxt could not parse, as ``(row, symbol,
-    reason)``; ``failed``: ``{symbol: ExchangeError}`` for symbols whose own call failed.
+    reason)``; ``failed``: ``{symbol: ExchangeError}`` for symbols whose own call failed;
+    ``notes``: enrichment calls that failed for good, and what they left unknown (for the
+    ledger: the rows are stored, the gap in their values is said).
     """
 
     items: dict[str, dict[str, Any]]
     received_ms: int
     unparsed: Unparsed = field(default_factory=list)
     failed: dict[str, ExchangeError] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 class SymbolsFailed(TransientExchangeError):
@@ -249,24 +252,38 @@ def _by_contract_type(markets: dict[str, dict[str, Any]], symbols: list[str]) ->
     return list(groups.values())
 
 
-async def _auxiliary(venue: ExchangeConfig, name: str, fn: Any, symbols: list[str]) -> dict | None:
-    """An enrichment call whose failure leaves the main data standing (logged, values unknown):
-    its result (``{}`` when empty), or None when it failed."""
-    try:
-        return await call(venue.label, name, fn, symbols) or {}
-    except ExchangeError as exc:
-        log.warning("%s: %s unavailable, values left unknown: %s", venue.label, name, exc)
-        return None
+@dataclass(frozen=True)
+class Enrichment:
+    """How a step treats a failed enrichment call: ``retry`` raises a transient failure (the task
+    is retried, and the items are fetched again with it); otherwise the failure is noted in
+    ``fetched.notes`` and the values stay unknown."""
+
+    venue: ExchangeConfig
+    fetched: Fetched
+    retry: bool
+
+    async def call(self, name: str, fn: Any, symbols: list[str], fields: str) -> dict | None:
+        """The call's result (``{}`` when empty), or None when it failed for good."""
+        try:
+            return await call(self.venue.label, name, fn, symbols) or {}
+        except ExchangeError as exc:
+            if exc.transient and self.retry:
+                raise
+            note = f"{name} failed ({exc.error_class}): {fields} unknown for {len(symbols)} symbol(s)"
+            log.warning("%s: %s: %s", self.venue.label, note, exc)
+            self.fetched.notes.append(note)
+            return None
 
 
-async def _fill_bid_ask(client, venue: ExchangeConfig, groups: list[list[str]], items: dict) -> None:
+async def _fill_bid_ask(client, enrich: Enrichment, groups: list[list[str]], items: dict) -> None:
     if not client.has.get("fetchBidsAsks"):
         return
     for symbols in groups:
         lacking = [s for s in symbols if s in items and items[s].get("bid") is None]
         if not lacking:
             continue
-        books = await _auxiliary(venue, "fetch_bids_asks", client.fetch_bids_asks, lacking) or {}
+        fn = client.fetch_bids_asks
+        books = await enrich.call("fetch_bids_asks", fn, lacking, "bid/ask") or {}
         for symbol in lacking:
             book = books.get(symbol) or {}
             for name in ("bid", "ask", "bidVolume", "askVolume"):
@@ -274,17 +291,17 @@ async def _fill_bid_ask(client, venue: ExchangeConfig, groups: list[list[str]], 
                     items[symbol][name] = book.get(name)
 
 
-async def _fill_intervals(client, venue: ExchangeConfig, groups: list[list[str]], items: dict) -> None:
+async def _fill_intervals(client, enrich: Enrichment, groups: list[list[str]], items: dict) -> None:
     if not client.has.get("fetchFundingIntervals"):
         return
-    hours = capability(venue.id).default_interval_hours
+    hours = capability(enrich.venue.id).default_interval_hours
     default = f"{hours:g}h" if hours else None
     for symbols in groups:
         lacking = [s for s in symbols if s in items and items[s].get("interval") is None]
         if not lacking:
             continue
         fn = client.fetch_funding_intervals
-        intervals = await _auxiliary(venue, "fetch_funding_intervals", fn, lacking)
+        intervals = await enrich.call("fetch_funding_intervals", fn, lacking, "funding interval")
         if intervals is None:
             continue
         for symbol in lacking:
@@ -297,6 +314,7 @@ async def fetch_snapshots(
     markets: dict[str, dict[str, Any]],
     per_symbol_max: int,
     done: dict[str, dict[str, Any]] | None = None,
+    retry_enrichment: bool = False,
 ) -> Fetched:
     """Fetch ``dataset`` (``tickers``: ccxt ``fetch_tickers``/``fetch_ticker``;
     ``funding_rates``: ``fetch_funding_rates``/``fetch_funding_rate``) for the selected
@@ -305,7 +323,10 @@ async def fetch_snapshots(
 
     ``done``: items an earlier attempt of the same step already fetched (``{symbol: item}``);
     those symbols are not asked for again and the new items are added to it, so a retried step
-    refetches only what failed. Returns ``Fetched`` (all items, ``done`` included). Raises
+    refetches only what failed. ``retry_enrichment``: a transient failure of an enrichment call
+    (bid/ask, intervals) raises so that the step is retried (the items it would have completed
+    are not kept in ``done``); without it the failure is noted in ``Fetched.notes`` and the values
+    stay unknown. Returns ``Fetched`` (all items, ``done`` included). Raises
     ``ExchangeError`` when a bulk call fails (the whole step's trouble) and ``ValueError`` for a
     dataset the venue cannot serve.
     """
@@ -326,10 +347,11 @@ async def fetch_snapshots(
             items.update(got)
             fetched.unparsed += unparsed
             fetched.failed.update(failed)
+        enrich = Enrichment(venue, fetched, retry_enrichment)
         if dataset == "tickers":
-            await _fill_bid_ask(client, venue, groups, items)
+            await _fill_bid_ask(client, enrich, groups, items)
         else:
-            await _fill_intervals(client, venue, groups, items)
+            await _fill_intervals(client, enrich, groups, items)
     done.update(items)
     fetched.items = dict(done)
     fetched.received_ms = now_ms()

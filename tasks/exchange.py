@@ -205,7 +205,9 @@ async def _snapshot_batch(
     started = time.perf_counter()
     async with borrow(f"fetched:{run_id}:{venue.label}:{dataset}", dict, _forget) as done:
         async with honouring_retry_after(), venue_rate_limit(venue):
-            fetched = await snapshots.fetch_snapshots(venue, dataset, markets, per_symbol_max, done)
+            fetched = await snapshots.fetch_snapshots(
+                venue, dataset, markets, per_symbol_max, done, retry_enrichment=not _last_attempt()
+            )
             transient = [e for e in fetched.failed.values() if e.transient]
             if transient and not _last_attempt():
                 raise snapshots.SymbolsFailed(venue.label, dataset, fetched.failed)
@@ -213,6 +215,7 @@ async def _snapshot_batch(
     batch = normalize_rows([s for s in markets if s not in fetched.failed], fetched)
     batch.failed = {s: str(e) for s, e in fetched.failed.items()}
     batch.attempts = _attempt()
+    batch.notes = fetched.notes
     return batch, latency
 
 

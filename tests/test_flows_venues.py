@@ -200,3 +200,25 @@ async def test_the_venues_retry_after_is_waited_out(tmp_path, monkeypatch):
     assert outcome["status"] == "ok" and outcome["attempts"] == 2
     # One refused request, then (after the wait) one per contract type (linear, inverse).
     assert len(stamps) == 3 and min(stamps[1:]) - stamps[0] >= 3.0
+
+
+async def test_a_failed_enrichment_call_is_retried_then_said(tmp_path, monkeypatch):
+    """binanceusdm's tickers carry no book: bid/ask come from fetchBidsAsks (bookTicker). A
+    passing 503 there is retried with the step; one that lasts leaves bid/ask unknown, and the
+    ledger says so instead of passing the rows off as complete."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'enrich.sqlite'}"
+    path = "/fapi/v1/ticker/bookTicker"
+    with EmulatorServer([venue("binanceusdm")]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["binanceusdm"])
+        server.fail("binanceusdm", path, status=503, times=1)
+        (passing,) = await collect_tickers()
+        server.fail("binanceusdm", path, status=503, times=None)
+        (lasting,) = await collect_tickers()
+        server.clear_faults()
+    assert (passing["status"], passing["attempts"], passing["error"]) == ("ok", 2, None)
+    assert lasting["status"] == "ok" and lasting["attempts"] == 5
+    assert "fetch_bids_asks failed (ExchangeNotAvailable): bid/ask unknown" in lasting["error"]
+    rows = await fetch_all(url, tickers)
+    first, last = sorted({r.collected_at for r in rows})
+    assert all(r.bid is not None for r in rows if r.collected_at == first)
+    assert all(r.bid is None for r in rows if r.collected_at == last)

@@ -77,14 +77,15 @@ async def test_a_store_failure_with_the_ledger_down_too_leaves_the_other_venues_
         state = await collect_tickers(return_state=True)
         counts = {name: len(perpetuals(server, name)) for name in VENUES}
     assert state.is_failed()
-    with pytest.raises(VenueStepsFailed, match="okx tickers: ConnectionRefusedError"):
+    with pytest.raises(VenueStepsFailed, match="okx tickers: MarketDatabaseError: market database"):
         await state.result()
     runs = await _task_runs(state.state_details.flow_run_id)
     artifacts = await run_artifacts(state.state_details.flow_run_id)
     outcomes = {o["exchange"]: o for o in table(artifacts["collect-tickers-ledger"])}
     okx = outcomes["okx"]
     assert okx["status"] == "failed" and okx["requested"] == okx["failed"] == counts["okx"]
-    assert okx["error"].startswith("ConnectionRefusedError: [Errno 111] Connect call failed")
+    assert okx["error"].startswith("MarketDatabaseError: market database: storing tickers failed; "
+                                   "caused by ConnectionRefusedError: [Errno 111] Connect call")
     assert "ledger row not written: ConnectionRefusedError" in okx["error"]
     stored = by_venue(await fetch_all(database_url, tickers))
     assert {name: len(rows) for name, rows in stored.items()} == {
@@ -115,7 +116,9 @@ async def test_a_failed_store_is_a_failed_ledger_row_with_its_cause_and_what_it_
     ledger = {row.exchange: row for row in await fetch_all(url, collection_ledger)}
     assert set(ledger) == set(VENUES)
     bybit = ledger["bybit"]
-    assert (bybit.status, bybit.error) == ("failed", "TimeoutError (no message)")
+    assert (bybit.status, bybit.error) == (
+        "failed", "MarketDatabaseError: market database: storing tickers failed; "
+        "caused by TimeoutError (no message)")
     assert (bybit.requested, bybit.failed, bybit.stored) == (counts["bybit"], counts["bybit"], 0)
     for row in ledger.values():
         assert row.requested == row.stored + row.duplicates + row.quarantined + row.failed
