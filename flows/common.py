@@ -229,7 +229,20 @@ async def run_step(
         attempts = ctx.settings.exchange_retries + 1 if getattr(exc, "transient", False) else 1
         entry = LedgerEntry(ctx.run_id, venue.label, dataset, "failed", started,
                             datetime.now(UTC), None, describe(exc), attempts)
-        return await _record(ctx, entry, len(ctx.markets.get(venue.label, {})))
+        return await _record(ctx, entry, await _meant_to_fetch(ctx, venue))
+
+
+async def _meant_to_fetch(ctx: RunContext, venue: ExchangeConfig) -> int:
+    """The symbols a failed step meant to fetch: this run's selection, or, when the market list
+    itself could not be loaded, the venue's active instruments the store knows (0 only when the
+    store cannot be read either), so that a failed row still shows what was lost."""
+    if venue.label in ctx.markets:
+        return len(ctx.markets[venue.label])
+    try:
+        async with run_engine(ctx.database_url.get_secret_value()) as engine:
+            return await circuit.known_instruments(engine, venue.label)
+    except Exception:  # noqa: BLE001 - the failure being recorded may be the database's own
+        return 0
 
 
 # -- per-venue circuit breaker (perpflow.circuit) ----------------------------------------------

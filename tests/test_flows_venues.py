@@ -222,3 +222,20 @@ async def test_a_failed_enrichment_call_is_retried_then_said(tmp_path, monkeypat
     first, last = sorted({r.collected_at for r in rows})
     assert all(r.bid is not None for r in rows if r.collected_at == first)
     assert all(r.bid is None for r in rows if r.collected_at == last)
+
+
+async def test_a_failed_market_list_still_counts_what_the_step_meant_to_fetch(tmp_path, monkeypatch):
+    """When load_markets itself fails, the failed row's ``requested`` is the venue's active
+    instruments the store knows, all failed: the ledger's unaccounted-rows query sees the loss."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'markets.sqlite'}"
+    with EmulatorServer([venue("okx")]).running_in_thread() as server:
+        configure(monkeypatch, url, server, ["okx"])
+        (first,) = await collect_tickers()
+        configure(monkeypatch, url, server, ["okx"])  # a new config: no cached market list
+        server.fail("okx", "/api/v5/public/instruments", status=503, times=None)
+        state = await collect_tickers(return_state=True)
+        server.clear_faults()
+    assert first["status"] == "ok"
+    (failed,) = [r for r in await fetch_all(url, collection_ledger) if r.status == "failed"]
+    assert failed.requested == failed.failed == first["requested"] > 0
+    assert state.is_failed()

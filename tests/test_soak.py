@@ -61,7 +61,10 @@ SYMBOLS = 12
 VENUES = ("binanceusdm", "bybit", "okx")
 CCXT_TIMEOUT_MS = 1500
 FLOW_TIMEOUT_S = 120  # hard bound on one flow run
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL server the distribution installed (scripts/postgres.sh installs one).
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"),
+             key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+             default=Path("/usr/lib/postgresql/15/bin"))
 PG_DOWN_S = float(os.environ.get("SOAK_PG_DOWN_S", "3"))  # the restart's outage
 MALFORMED_KINDS = ("negative_price", "non_numeric_price", "missing_symbol")
 FAULTS = ("none", "none", "429", "503", "503 whole cycle", "resets", "stalls")
