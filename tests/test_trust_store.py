@@ -10,7 +10,7 @@ from datetime import date
 import asyncpg
 import pytest
 from alembic import command
-from sqlalchemy import func, inspect, insert, select, table, column
+from sqlalchemy import column, func, insert, inspect, select, table
 
 from perpflow.normalize import funding_history_rows, instrument_rows, ms_to_datetime, ticker_rows
 from perpflow.store import (
@@ -24,10 +24,10 @@ from perpflow.store import (
     store_batch,
     tickers,
     upsert_instruments,
+    writes,
 )
-from perpflow.store import writes
-from perpflow.store.migrate import alembic_config
 from perpflow.store.schema import quarantine_digest
+from tests.test_migrations import _to
 
 NOW = 1_763_900_000_000
 HOUR = 3_600_000
@@ -151,15 +151,6 @@ async def test_nul_bytes_are_escaped_in_stored_symbols_and_quarantine_payloads(e
                               _entry("r2"))
     assert (again.stored, again.duplicates, again.quarantined) == (0, 5, 1)
     assert await _count(engine, quarantine) == 1
-
-
-def _to(revision: str, direction):
-    def run(connection) -> None:
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        direction(config, revision)
-
-    return run
 
 
 async def _create_day_concurrently(dsn: str, day: date) -> tuple[str | None, object]:
